@@ -1,0 +1,144 @@
+"""``POST /detect`` (one image) and ``POST /detect/batch`` (several) for people and scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from hearthwatch.api.body import read_images
+from hearthwatch.api.errors import ApiError
+from hearthwatch.api.schemas import DetectBatchResponse, DetectResponse, ErrorResponse
+from hearthwatch.api.services import Services
+from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
+
+router = APIRouter(tags=["detection"])
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 503, 504)
+}
+
+Confidence = Annotated[
+    float | None, Query(ge=0.0, le=1.0, description="Minimum score; default from settings.")
+]
+AllClasses = Annotated[
+    bool, Query(description="Return every class, not only the security classes.")
+]
+TimeoutMs = Annotated[float | None, Query(gt=0.0, description="Deadline for this request.")]
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def image_result(
+    model: ServedModel,
+    services: Services,
+    image: np.ndarray,
+    outcome: InferenceOutcome,
+    threshold: float,
+    all_classes: bool,
+    decode_s: float,
+    total_s: float,
+) -> dict[str, Any]:
+    allowed = None if all_classes else services.security_class_ids(model)
+    kept = outcome.detections.select(threshold, allowed)
+    names = model.detector.class_names
+    detections = [
+        {
+            "class_name": names[cid] if 0 <= cid < len(names) else f"class_{cid}",
+            "class_id": int(cid),
+            "confidence": round(float(score), 4),
+            "bbox": dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in box), strict=True)),
+        }
+        for box, score, cid in zip(kept.boxes, kept.scores, kept.class_ids.tolist(), strict=True)
+    ]
+    return {
+        "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+        "detections": detections,
+        "batch_size": outcome.batch_size,
+        "timings_ms": {
+            "decode_ms": round(decode_s * 1000, 3),
+            "queue_ms": round(outcome.queue_s * 1000, 3),
+            "inference_ms": round(outcome.compute_s * 1000, 3),
+            "total_ms": round(total_s * 1000, 3),
+        },
+    }
+
+
+def _model_for(services: Services, model_name: str | None) -> ServedModel:
+    return services.model(model_name or services.settings.model_name)
+
+
+@router.post(
+    "/detect",
+    response_model=None,
+    responses={200: {"model": DetectResponse}, **ERROR_RESPONSES},
+    summary="Detect objects in one image (raw body or a multipart file).",
+)
+async def detect(
+    request: Request,
+    confidence: Confidence = None,
+    all_classes: AllClasses = False,
+    timeout_ms: TimeoutMs = None,
+    model: Annotated[str | None, Query(description="Served model; default the detector.")] = None,
+) -> JSONResponse:
+    started = time.monotonic()
+    services = services_of(request)
+    served = _model_for(services, model)
+    settings = services.settings
+    images = await read_images(request, settings.max_body_bytes, "image")
+    if len(images) != 1:
+        raise ApiError(400, f"/detect takes one image, got {len(images)}; use /detect/batch")
+    image = await services.decode(served, images[0])
+    decoded = time.monotonic()
+    timeout_s = (timeout_ms or settings.request_timeout_ms) / 1000
+    outcome = await served.infer(image, timeout_s)
+    total = time.monotonic() - started
+    threshold = settings.detection_confidence_threshold if confidence is None else confidence
+    body = image_result(
+        served, services, image, outcome, threshold, all_classes, decoded - started, total
+    )
+    body["model"] = served.name
+    services.metrics.request_duration.labels(served.name, "detect").observe(total)
+    return JSONResponse(body)
+
+
+@router.post(
+    "/detect/batch",
+    response_model=None,
+    responses={200: {"model": DetectBatchResponse}, **ERROR_RESPONSES},
+    summary="Detect objects in several images (multipart files, e.g. -F images=@a.jpg).",
+)
+async def detect_batch(
+    request: Request,
+    confidence: Confidence = None,
+    all_classes: AllClasses = False,
+    timeout_ms: TimeoutMs = None,
+    model: Annotated[str | None, Query(description="Served model; default the detector.")] = None,
+) -> JSONResponse:
+    started = time.monotonic()
+    services = services_of(request)
+    served = _model_for(services, model)
+    settings = services.settings
+    payloads = await read_images(request, settings.max_body_bytes, "images")
+    images = await asyncio.gather(
+        *(services.decode(served, p, f"images[{i}]") for i, p in enumerate(payloads))
+    )
+    decoded = time.monotonic()
+    timeout_s = (timeout_ms or settings.request_timeout_ms) / 1000
+    outcomes = await served.infer_many(images, timeout_s)
+    total = time.monotonic() - started
+    threshold = settings.detection_confidence_threshold if confidence is None else confidence
+    results = [
+        image_result(served, services, img, out, threshold, all_classes, decoded - started, total)
+        for img, out in zip(images, outcomes, strict=True)
+    ]
+    services.metrics.request_duration.labels(served.name, "detect_batch").observe(total)
+    return JSONResponse(
+        {"model": served.name, "results": results, "total_ms": round(total * 1000, 3)}
+    )

@@ -1,0 +1,105 @@
+"""The running services an app serves: built from settings, started and stopped with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hearthwatch.api.errors import ApiError, image_error
+from hearthwatch.config import Settings
+from hearthwatch.runtime.batcher import BatchingConfig
+from hearthwatch.runtime.detections import SECURITY_CLASSES, class_ids_named
+from hearthwatch.runtime.device import select_device
+from hearthwatch.runtime.images import ImageError, decode_image
+from hearthwatch.runtime.metrics import ServingMetrics
+from hearthwatch.runtime.optimize import OptimizationSettings
+from hearthwatch.runtime.served_model import ServedModel
+from hearthwatch.runtime.telemetry import TelemetrySampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    device: torch.device
+    telemetry: TelemetrySampler
+    metrics: ServingMetrics
+    decode_pool: ThreadPoolExecutor
+    models: dict[str, ServedModel] = field(default_factory=dict)
+
+    def model(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ApiError(404, f"unknown model '{name}'; served models: {known}") from None
+
+    def security_class_ids(self, model: ServedModel) -> frozenset[int]:
+        return class_ids_named(model.detector.class_names, SECURITY_CLASSES)
+
+    async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> np.ndarray:
+        """Decode on the decode pool; bad input counts as a BAD_INPUT failure of ``model``."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self.decode_pool, decode_image, data, self.settings.max_image_pixels
+            )
+        except ImageError as exc:
+            model.stats.record_failure("BAD_INPUT", 0.0)
+            raise image_error(exc, label) from None
+
+    def total_inferences(self) -> int:
+        return sum(m.stats.inference_count for m in self.models.values())
+
+    def start(self) -> None:
+        self.telemetry.start()
+        for model in self.models.values():
+            model.start(warmup=self.settings.warmup)
+
+    def stop(self) -> None:
+        for model in self.models.values():
+            model.stop()
+        self.telemetry.stop()
+        self.decode_pool.shutdown(wait=False)
+
+
+def build_services(settings: Settings) -> Services:
+    """Load the configured detector; nothing runs until :meth:`Services.start`."""
+    device = select_device(settings.use_gpu)
+    models: dict[str, ServedModel] = {}
+
+    def pending() -> list[tuple[object, int]]:
+        return [(m.stats, m.batcher.pending) for m in models.values()]
+
+    telemetry = TelemetrySampler(
+        settings.gpu_sample_interval_s,
+        settings.gpu_history_minutes,
+        use_gpu=settings.use_gpu,
+        inference_counter=lambda: sum(m.stats.inference_count for m in models.values()),
+    )
+    metrics = ServingMetrics(pending, telemetry.latest)  # type: ignore[arg-type]
+    optimization = OptimizationSettings(
+        settings.precision, settings.channels_last, settings.cudnn_benchmark, settings.torch_compile
+    )
+    name = settings.model_name
+
+    def on_fallback(pass_name: str, reason: str) -> None:
+        metrics.optimization_fallbacks.labels(name, pass_name).inc()
+
+    detector = settings.detector.build(device, optimization, on_fallback)
+    batching = BatchingConfig(
+        settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size
+    )
+    models[name] = ServedModel(name, detector, batching, metrics)
+    log.info(
+        "serving %s (%s) on %s with %s", name, detector.platform, device, detector.optimizations
+    )
+    return Services(
+        settings, device, telemetry, metrics, ThreadPoolExecutor(settings.decode_workers), models
+    )

@@ -1,0 +1,192 @@
+"""One settings model for the whole service: defaults → config file (YAML) → environment.
+
+Every knob has one name, one default and one environment variable (the name in upper case;
+nested model-source keys as ``DETECTOR__KEY``). :func:`load_settings` records where each
+effective value came from so ``hearthwatch config`` can print it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hearthwatch.runtime.sources.registry import HogConfig, ModelSourceConfig
+
+CONFIG_FILE_ENV = "HEARTHWATCH_CONFIG"
+NESTED_ENV_SEPARATOR = "__"
+
+
+class Settings(BaseModel):
+    """Effective configuration of a hearthwatch process."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    port: int = Field(8090, ge=1, le=65535, description="Port the HTTP server listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    use_gpu: bool = Field(True, description="Use CUDA when present; false forces the CPU.")
+
+    model_name: str = Field("detector", pattern=r"^[A-Za-z0-9_.-]+$")
+    detector: ModelSourceConfig = Field(default_factory=HogConfig)
+
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0.0, le=10_000.0, description="Batch window, from the first request's arrival."
+    )
+    max_queue_size: int = Field(256, ge=1, description="Waiting requests before 503.")
+    request_timeout_ms: float = Field(
+        10_000.0, gt=0.0, description="Default per-request deadline; expired requests get 504."
+    )
+    decode_workers: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256
+    )
+
+    detection_confidence_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
+
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 on CUDA, fp32 on the CPU."
+    )
+    channels_last: bool = True
+    cudnn_benchmark: bool = True
+    torch_compile: bool = False
+    warmup: bool = True
+
+    gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
+    gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
+
+
+@dataclass(frozen=True)
+class SettingValue:
+    """One effective setting, where it came from and the variable that sets it."""
+
+    name: str
+    value: Any
+    source: str
+    env_var: str
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, str]
+
+    def describe(self) -> list[SettingValue]:
+        dumped = self.settings.model_dump(mode="json")
+        rows = []
+        for name in Settings.model_fields:
+            if name == "detector":
+                for key, value in dumped["detector"].items():
+                    dotted = f"detector.{key}"
+                    rows.append(
+                        SettingValue(
+                            dotted,
+                            value,
+                            self.sources.get(dotted, self.sources.get("detector", "default")),
+                            f"DETECTOR{NESTED_ENV_SEPARATOR}{key.upper()}",
+                        )
+                    )
+                continue
+            rows.append(
+                SettingValue(name, dumped[name], self.sources.get(name, "default"), name.upper())
+            )
+        return rows
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment holds a value that cannot be used."""
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _env_value(text: str) -> Any:
+    """Environment strings are taken as they are, but JSON lists and mappings are parsed."""
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"environment value {text!r} is not valid JSON: {exc}") from exc
+    return text
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """Map setting names (``detector.key`` for nested ones) to (value, variable)."""
+    found: dict[str, tuple[Any, str]] = {}
+    for name in Settings.model_fields:
+        if name == "detector":
+            prefix = f"DETECTOR{NESTED_ENV_SEPARATOR}"
+            for var, value in environ.items():
+                if var.startswith(prefix) and len(var) > len(prefix):
+                    found[f"detector.{var[len(prefix):].lower()}"] = (_env_value(value), var)
+        elif name.upper() in environ:
+            found[name] = (_env_value(environ[name.upper()]), name.upper())
+    return found
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedSettings:
+    """Build the effective settings: defaults → ``config_file`` → environment → ``overrides``.
+
+    ``config_file`` defaults to the path in ``HEARTHWATCH_CONFIG`` when set.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    path = config_file or environ.get(CONFIG_FILE_ENV)
+    if path:
+        file_values = _read_config_file(Path(path))
+        for key, value in file_values.items():
+            if key == "detector" and isinstance(value, dict):
+                merged["detector"] = dict(value)
+                for sub in value:
+                    sources[f"detector.{sub}"] = f"file:{path}"
+            else:
+                merged[key] = value
+                sources[key] = f"file:{path}"
+    for name, (value, var) in _env_values(environ).items():
+        if name.startswith("detector."):
+            key = name.split(".", 1)[1]
+            detector = merged.setdefault("detector", {})
+            if key == "type" and detector.get("type") not in (None, value):
+                detector.clear()  # a different source type: the file's keys no longer apply
+            detector[key] = value
+        else:
+            merged[name] = value
+        sources[name] = f"env:{var}"
+    for name, value in (overrides or {}).items():
+        merged[name] = value
+        sources[name] = "argument"
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from exc
+    return LoadedSettings(settings, sources)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        location = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{location}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(parts)

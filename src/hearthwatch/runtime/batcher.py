@@ -1,0 +1,277 @@
+"""Dynamic batcher: groups concurrent requests into batches for one device worker thread.
+
+- The batch window opens when the oldest waiting request arrived and lasts
+  ``max_queue_delay_ms``; a batch leaves as soon as it holds ``max_batch_size`` requests.
+- At most ``max_queue_size`` requests wait; one more raises :class:`QueueFullError`.
+- A request whose deadline passes before its batch starts raises
+  :class:`DeadlineExceededError` and is never run; a cancelled caller's request is dropped.
+- Oldest first. Model code runs on the worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class QueueFullError(RuntimeError):
+    """The queue holds ``max_queue_size`` requests; ``retry_after_s`` says when to come back."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(TimeoutError):
+    """The request's deadline passed before its batch started; it was not run."""
+
+
+class BatcherStoppedError(RuntimeError):
+    """The batcher is stopped and takes no more requests."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 5.0
+    max_queue_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_queue_delay_ms < 0:
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
+        if self.max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {self.max_queue_size}")
+
+
+class _State(enum.Enum):
+    QUEUED = 1
+    RUNNING = 2
+    ABANDONED = 3
+
+
+@dataclass(eq=False)
+class _Pending(Generic[In]):
+    payload: In
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    enqueued_at: float
+    deadline: float
+    state: _State = _State.QUEUED
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """What one request spent where, in seconds; the batch it ran in had ``batch_size``."""
+
+    queue_s: float
+    compute_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BatchResult(Generic[Out]):
+    value: Out
+    timing: BatchTiming
+
+
+RunBatch = Callable[[Sequence[In]], Sequence[Out]]
+BatchObserver = Callable[[int, float], None]
+
+
+@dataclass
+class _Throughput:
+    """Recent batch durations, for the Retry-After estimate."""
+
+    seconds_per_item: float = 0.0
+    samples: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, batch_size: int, seconds: float) -> None:
+        with self._lock:
+            per_item = seconds / batch_size
+            weight = 0.2 if self.samples else 1.0
+            self.seconds_per_item += weight * (per_item - self.seconds_per_item)
+            self.samples += 1
+
+
+class DynamicBatcher(Generic[In, Out]):
+    """Collects payloads into batches and runs ``run_batch`` on its own worker thread."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch[In, Out],
+        config: BatchingConfig,
+        name: str = "batcher",
+        on_batch: BatchObserver | None = None,
+    ):
+        self._run_batch = run_batch
+        self.config = config
+        self.name = name
+        self._on_batch = on_batch
+        self._queue: deque[_Pending[In]] = deque()
+        self._cond = threading.Condition()
+        self._running_count = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._throughput = _Throughput()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._worker, name=f"{self.name}-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish what is queued, then stop the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not yet answered: queued plus running."""
+        return len(self._queue) + self._running_count
+
+    def retry_after_s(self) -> int:
+        """Seconds until the current queue is likely drained, at least 1."""
+        per_item = self._throughput.seconds_per_item or 0.1
+        return max(1, min(60, math.ceil(len(self._queue) * per_item)))
+
+    # -- submission --------------------------------------------------------------------------
+    async def submit(self, payload: In, timeout_s: float) -> BatchResult[Out]:
+        """Queue ``payload``; return its result, or raise if full, expired or failed."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        item = _Pending(payload, loop.create_future(), loop, now, now + timeout_s)
+        with self._cond:
+            if self._stopping or self._thread is None:
+                raise BatcherStoppedError(f"{self.name} is not running")
+            if len(self._queue) >= self.config.max_queue_size:
+                raise QueueFullError(
+                    f"queue of {self.name} is full ({self.config.max_queue_size} waiting)",
+                    self.retry_after_s(),
+                )
+            self._queue.append(item)
+            self._cond.notify()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), timeout_s)
+        except TimeoutError:
+            if self._abandon(item):
+                raise DeadlineExceededError(
+                    f"deadline of {timeout_s * 1000:.0f} ms passed while queued; not run"
+                ) from None
+            return await item.future  # already running: its result is on the way
+        except asyncio.CancelledError:
+            self._abandon(item)
+            raise
+
+    def _abandon(self, item: _Pending[In]) -> bool:
+        """Take a still-queued request out of the queue; False if it already started."""
+        with self._cond:
+            if item.state is not _State.QUEUED:
+                return False
+            item.state = _State.ABANDONED
+            self._queue.remove(item)
+            return True
+
+    # -- worker ------------------------------------------------------------------------------
+    def _next_batch(self) -> tuple[list[_Pending[In]], list[_Pending[In]]] | None:
+        """Wait for a batch: (to run, expired). None when stopping with an empty queue."""
+        max_delay = self.config.max_queue_delay_ms / 1000
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            while len(self._queue) < self.config.max_batch_size and not self._stopping:
+                remaining = self._queue[0].enqueued_at + max_delay - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+                if not self._queue:  # everything waiting was abandoned
+                    return [], []
+            now = time.monotonic()
+            batch: list[_Pending[In]] = []
+            expired: list[_Pending[In]] = []
+            while self._queue and len(batch) < self.config.max_batch_size:
+                item = self._queue.popleft()
+                if item.deadline <= now:
+                    item.state = _State.ABANDONED
+                    expired.append(item)
+                else:
+                    item.state = _State.RUNNING
+                    batch.append(item)
+            self._running_count = len(batch)
+            return batch, expired
+
+    def _worker(self) -> None:
+        while True:
+            picked = self._next_batch()
+            if picked is None:
+                return
+            batch, expired = picked
+            for item in expired:
+                _resolve(item, error=DeadlineExceededError("deadline passed while queued; not run"))
+            if batch:
+                self._execute(batch)
+            with self._cond:
+                self._running_count = 0
+
+    def _execute(self, batch: list[_Pending[In]]) -> None:
+        started = time.monotonic()
+        try:
+            outputs = self._run_batch([item.payload for item in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"run_batch returned {len(outputs)} results for {len(batch)} inputs")
+        except Exception as exc:
+            log.exception("%s: batch of %d failed", self.name, len(batch))
+            for item in batch:
+                _resolve(item, error=exc)
+            return
+        compute_s = time.monotonic() - started
+        self._throughput.add(len(batch), compute_s)
+        if self._on_batch is not None:
+            self._on_batch(len(batch), compute_s)
+        for item, output in zip(batch, outputs, strict=True):
+            timing = BatchTiming(started - item.enqueued_at, compute_s, len(batch))
+            _resolve(item, value=BatchResult(output, timing))
+
+
+def _resolve(item: _Pending[Any], value: Any = None, error: BaseException | None = None) -> None:
+    def deliver() -> None:
+        if item.future.done():
+            return
+        if error is not None:
+            item.future.set_exception(error)
+        else:
+            item.future.set_result(value)
+
+    try:
+        item.loop.call_soon_threadsafe(deliver)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+        pass

@@ -1,0 +1,85 @@
+"""Encoded image bytes → RGB arrays, with the checks that turn bad input into clear errors."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image
+
+_SIGNATURES = {
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"BM": "bmp",
+    b"RIFF": "webp",
+}
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def sniff_format(data: bytes) -> str | None:
+    for signature, name in _SIGNATURES.items():
+        if data.startswith(signature):
+            if name == "webp" and data[8:12] != b"WEBP":
+                return None
+            return name
+    return None
+
+
+def _jpeg_is_complete(data: bytes) -> bool:
+    """A complete JPEG has an end-of-image marker after its last start-of-scan marker."""
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the image header, without decoding the pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return int(img.width), int(img.height)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError("corrupt", f"image header could not be read: {exc}") from exc
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode JPEG/PNG/BMP/WebP bytes into an (H, W, 3) RGB uint8 array.
+
+    Raises :class:`ImageError` for empty, non-image, truncated or oversized input.
+    """
+    if not data:
+        raise ImageError("empty", "empty body: expected an encoded image (JPEG, PNG, BMP, WebP)")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError(
+            "not_an_image",
+            f"body is not a supported image (JPEG, PNG, BMP, WebP); first bytes {data[:8]!r}",
+        )
+    width, height = image_size(data)
+    if width * height > max_pixels:
+        raise ImageError(
+            "too_large",
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
+        )
+    if fmt == "jpeg" and not _jpeg_is_complete(data):
+        raise ImageError("truncated", "truncated JPEG: no end-of-image marker after the scan data")
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if array is None:
+        raise ImageError("corrupt", f"{fmt.upper()} data could not be decoded (corrupt or truncated)")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()

@@ -1,0 +1,119 @@
+"""Prometheus metrics: Triton-named inference and GPU metrics rendered from :class:`ModelStats`
+and telemetry, plus histograms of end-to-end latency and batch size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from hearthwatch.runtime.stats import ModelStats
+from hearthwatch.runtime.telemetry import SystemSample
+
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+ModelsProvider = Callable[[], Iterable[tuple[ModelStats, int]]]
+SampleProvider = Callable[[], SystemSample]
+
+
+def _metric(name: str, doc: str, kind: str) -> Metric:
+    return Metric(name, doc, kind)
+
+
+class _TritonCollector(Collector):
+    """``nv_inference_*`` per model and ``nv_gpu_*`` per GPU, under Triton's exact names."""
+
+    def __init__(self, models: ModelsProvider, sample: SampleProvider | None):
+        self._models = models
+        self._sample = sample
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._inference_metrics()
+        if self._sample is not None:
+            yield from self._gpu_metrics(self._sample())
+
+    def _inference_metrics(self) -> Iterator[Metric]:
+        specs = {
+            "nv_inference_request_success": ("Successful inference requests", "counter"),
+            "nv_inference_request_failure": ("Failed inference requests, by reason", "counter"),
+            "nv_inference_count": ("Inferences performed (batch items)", "counter"),
+            "nv_inference_exec_count": ("Model executions (batches)", "counter"),
+            "nv_inference_request_duration_us": ("Cumulative request duration", "counter"),
+            "nv_inference_queue_duration_us": ("Cumulative queue time", "counter"),
+            "nv_inference_compute_input_duration_us": ("Cumulative input time", "counter"),
+            "nv_inference_compute_infer_duration_us": ("Cumulative infer time", "counter"),
+            "nv_inference_compute_output_duration_us": ("Cumulative output time", "counter"),
+            "nv_inference_pending_request_count": ("Requests queued or running", "gauge"),
+        }
+        metrics = {name: _metric(name, doc, kind) for name, (doc, kind) in specs.items()}
+        for stats, pending in self._models():
+            labels = {"model": stats.name, "version": stats.version}
+
+            def add(name: str, value: float, extra: dict[str, str] | None = None) -> None:
+                metrics[name].add_sample(name, {**labels, **(extra or {})}, value)
+
+            add("nv_inference_request_success", stats.success.count)
+            for reason, count in stats.failures_by_reason.items():
+                add("nv_inference_request_failure", count, {"reason": reason})
+            add("nv_inference_count", stats.inference_count)
+            add("nv_inference_exec_count", stats.execution_count)
+            add("nv_inference_request_duration_us", (stats.success.ns + stats.fail.ns) / 1000)
+            add("nv_inference_queue_duration_us", stats.queue.ns / 1000)
+            add("nv_inference_compute_input_duration_us", stats.compute_input.ns / 1000)
+            add("nv_inference_compute_infer_duration_us", stats.compute_infer.ns / 1000)
+            add("nv_inference_compute_output_duration_us", stats.compute_output.ns / 1000)
+            add("nv_inference_pending_request_count", pending)
+        yield from metrics.values()
+
+    def _gpu_metrics(self, sample: SystemSample) -> Iterator[Metric]:
+        fields = {
+            "nv_gpu_utilization": ("GPU utilization rate [0.0 - 1.0)", "utilization_percent", 0.01),
+            "nv_gpu_memory_used_bytes": ("GPU used memory (bytes)", "memory_used_bytes", 1.0),
+            "nv_gpu_memory_total_bytes": ("GPU total memory (bytes)", "memory_total_bytes", 1.0),
+            "nv_gpu_power_usage": ("GPU power usage in watts", "power_w", 1.0),
+            "nv_gpu_power_limit": ("GPU power limit in watts", "power_limit_w", 1.0),
+            "hearthwatch_gpu_temperature_celsius": ("GPU temperature", "temperature_c", 1.0),
+        }
+        for name, (doc, attr, scale) in fields.items():
+            metric = _metric(name, doc, "gauge")
+            for gpu in sample.gpus:
+                value = getattr(gpu, attr)
+                if value is not None:
+                    metric.add_sample(name, {"gpu_uuid": gpu.uuid}, float(value) * scale)
+            yield metric
+
+
+class ServingMetrics:
+    """The process's metrics registry."""
+
+    def __init__(self, models: ModelsProvider, sample: SampleProvider | None = None):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_TritonCollector(models, sample))
+        self.request_duration = Histogram(
+            "hearthwatch_request_duration_seconds",
+            "End-to-end request latency, decode to response",
+            ["model", "route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "hearthwatch_batch_size",
+            "Requests per model execution",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.optimization_fallbacks = Counter(
+            "hearthwatch_optimization_fallback",
+            "Optimisation passes that failed and fell back to the plain path",
+            ["model", "optimization"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

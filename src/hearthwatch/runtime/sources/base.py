@@ -1,0 +1,82 @@
+"""The hooks every detection model implements, and the config fields all sources share."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from hearthwatch.runtime.detections import Detections
+from hearthwatch.runtime.optimize import OptimizationSettings
+
+log = logging.getLogger(__name__)
+
+FallbackHook = Callable[[str, str], None]
+
+
+class SourceConfig(BaseModel):
+    """Fields every model source accepts."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    class_names: list[str] | None = Field(
+        None, description="Class names by index; the source's own names when omitted."
+    )
+    score_floor: float = Field(
+        0.05, ge=0.0, le=1.0, description="Candidates below this score are dropped in the model."
+    )
+
+    def build(
+        self,
+        device: torch.device,
+        optimization: OptimizationSettings,
+        on_fallback: FallbackHook,
+    ) -> Detector:
+        raise NotImplementedError
+
+
+class Detector(abc.ABC):
+    """A loaded detection model in three stages, so each can be timed and overlapped:
+    ``prepare`` (host images → model input), ``forward`` (the model), ``finish``
+    (model output → per-image :class:`Detections` in each image's own pixels)."""
+
+    platform: str = "unknown"
+    class_names: tuple[str, ...] = ()
+    device: torch.device = torch.device("cpu")
+    optimizations: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def prepare(self, images: Sequence[np.ndarray]) -> Any: ...
+
+    @abc.abstractmethod
+    def forward(self, prepared: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def finish(self, outputs: Any, prepared: Any) -> list[Detections]: ...
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        prepared = self.prepare(images)
+        return self.finish(self.forward(prepared), prepared)
+
+    def warmup(self, batch_sizes: Iterable[int], height: int = 720, width: int = 1280) -> None:
+        """Run every batch size once on random frames, so the first request pays no set-up."""
+        rng = np.random.default_rng(0)
+        frame = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        for size in sorted(set(batch_sizes)):
+            self.detect([frame] * size)
+        log.info("%s warmed up at batch sizes %s", self.platform, sorted(set(batch_sizes)))
+
+
+def warmup_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two up to ``max_batch_size``, and ``max_batch_size`` itself."""
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch_size:
+        sizes.append(max_batch_size)
+    return sizes

@@ -1,0 +1,111 @@
+"""torchvision detection architectures (Faster R-CNN, RetinaNet, FCOS, SSD …) from a local
+weights file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torchvision
+from pydantic import Field, model_validator
+
+from hearthwatch.runtime.detections import Detections
+from hearthwatch.runtime.optimize import OptimizationSettings, optimize_module
+from hearthwatch.runtime.sources.base import Detector, FallbackHook, SourceConfig
+from hearthwatch.runtime.sources.torch_weights import load_state_dict
+
+
+def detection_architectures() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models.detection))
+
+
+class TorchvisionConfig(SourceConfig):
+    type: Literal["torchvision"] = "torchvision"
+    architecture: str = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    weights: Path | None = Field(None, description="Local state-dict file (.pth).")
+    random_init: bool = Field(False, description="Random weights; for tests and benchmarks.")
+    num_classes: int = Field(91, ge=2)
+    min_size: int | None = Field(None, ge=32, description="Override the model's resize.")
+    max_size: int | None = Field(None, ge=32)
+
+    @model_validator(mode="after")
+    def _check(self) -> TorchvisionConfig:
+        if self.architecture not in detection_architectures():
+            raise ValueError(
+                f"unknown torchvision architecture {self.architecture!r}; "
+                f"known: {', '.join(detection_architectures())}"
+            )
+        if self.weights is None and not self.random_init:
+            raise ValueError("torchvision source needs `weights` (a local file) or `random_init: true`")
+        return self
+
+    def build(
+        self, device: torch.device, optimization: OptimizationSettings, on_fallback: FallbackHook
+    ) -> Detector:
+        return TorchvisionDetector(self, device, optimization, on_fallback)
+
+
+def _default_class_names(architecture: str, num_classes: int) -> tuple[str, ...]:
+    weights_enum = torchvision.models.get_model_weights(architecture)
+    names = list(weights_enum.DEFAULT.meta.get("categories", []))  # type: ignore[attr-defined]
+    if len(names) != num_classes:
+        names = [f"class_{i}" for i in range(num_classes)]
+    return tuple(names)
+
+
+class TorchvisionDetector(Detector):
+    platform = "pytorch_torchvision"
+
+    def __init__(
+        self,
+        config: TorchvisionConfig,
+        device: torch.device,
+        optimization: OptimizationSettings,
+        on_fallback: FallbackHook,
+    ):
+        kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
+        kwargs["num_classes"] = config.num_classes
+        if config.min_size is not None:
+            kwargs["min_size"] = config.min_size
+        if config.max_size is not None:
+            kwargs["max_size"] = config.max_size
+        module = torchvision.models.get_model(config.architecture, **kwargs)
+        load_state_dict(module, config.weights, config.random_init)
+        # channels_last gains nothing on a list-of-images model; keep the other passes
+        settings = OptimizationSettings(
+            optimization.precision, False, optimization.cudnn_benchmark, optimization.torch_compile
+        )
+        self.model = optimize_module(module, device, settings, on_fallback)
+        self.device = device
+        self.optimizations = tuple(self.model.applied)
+        self.score_floor = config.score_floor
+        self.class_names = tuple(
+            config.class_names or _default_class_names(config.architecture, config.num_classes)
+        )
+
+    def prepare(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        dtype = self.model.dtype
+        return [
+            torch.from_numpy(img).to(self.device, non_blocking=True).permute(2, 0, 1).to(dtype) / 255
+            for img in images
+        ]
+
+    @torch.inference_mode()
+    def forward(self, prepared: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return self.model(prepared)  # type: ignore[no-any-return]
+
+    def finish(self, outputs: list[dict[str, torch.Tensor]], prepared: Any) -> list[Detections]:
+        results = []
+        for out in outputs:
+            keep = out["scores"] >= self.score_floor
+            results.append(
+                Detections(
+                    out["boxes"][keep].float().cpu().numpy(),
+                    out["scores"][keep].float().cpu().numpy(),
+                    out["labels"][keep].cpu().numpy().astype(np.int64),
+                )
+            )
+        return results

@@ -1,0 +1,78 @@
+"""Shared base for exported YOLO-style models (ONNX, TorchScript): letterboxed square input
+in [0, 1], and outputs in one of the layouts :mod:`.yolo_layouts` decodes."""
+
+from __future__ import annotations
+
+import abc
+import ast
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from hearthwatch.runtime.detections import COCO_80, Detections
+from hearthwatch.runtime.sources.base import Detector, SourceConfig
+from hearthwatch.runtime.sources.letterbox import LetterboxInfo, letterbox_batch, unletterbox
+from hearthwatch.runtime.sources.yolo_layouts import Layout, decode
+
+
+class YoloExportConfig(SourceConfig):
+    path: Path
+    input_size: int = Field(640, ge=32, description="Square input size when the file has none.")
+    layout: Layout = "auto"
+    iou_threshold: float = Field(0.45, ge=0.0, le=1.0)
+    max_detections: int = Field(300, ge=1)
+
+
+def parse_names(text: str | None) -> tuple[str, ...] | None:
+    """Class names from an Ultralytics ``names`` metadata entry (``{0: 'person', ...}``)."""
+    if not text:
+        return None
+    try:
+        names = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(names, dict):
+        return tuple(str(names[i]) for i in sorted(names))
+    if isinstance(names, list):
+        return tuple(str(n) for n in names)
+    return None
+
+
+class YoloExportDetector(Detector):
+    """Letterbox on the host, run the export, decode its layout, map boxes back."""
+
+    config: YoloExportConfig
+    input_size: int
+    layout: Layout
+
+    def _setup(self, config: YoloExportConfig, metadata_names: tuple[str, ...] | None) -> None:
+        self.config = config
+        self.class_names = tuple(config.class_names or metadata_names or COCO_80)
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+        return letterbox_batch(images, self.input_size)
+
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray) -> list[torch.Tensor]:
+        """Model outputs for a (B, 3, S, S) float32 batch, as tensors."""
+
+    def forward(self, prepared: tuple[np.ndarray, list[LetterboxInfo]]) -> list[torch.Tensor]:
+        return self.run(prepared[0])
+
+    def finish(self, outputs: Any, prepared: tuple[np.ndarray, list[LetterboxInfo]]) -> list[Detections]:
+        c = self.config
+        decoded = decode(outputs, self.layout, c.score_floor, c.iou_threshold, c.max_detections)
+        results = []
+        for (boxes, scores, classes), info in zip(decoded, prepared[1], strict=True):
+            results.append(
+                Detections(
+                    unletterbox(boxes.float().cpu().numpy(), info),
+                    scores.float().cpu().numpy(),
+                    classes.cpu().numpy().astype(np.int64),
+                )
+            )
+        return results
