@@ -58,8 +58,12 @@ class OnnxDetector(YoloExportDetector):
         self.input_size = shape[2] if isinstance(shape[2], int) else config.input_size
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.input_dtype = np.float16 if "float16" in model_input.type else np.float32
-        output_shapes = [o.shape for o in self.session.get_outputs()]
-        self.layout = config.layout if config.layout != "auto" else infer_layout(output_shapes)
+        self.layout = config.layout
+        if self.layout == "auto":
+            try:
+                self.layout = infer_layout([o.shape for o in self.session.get_outputs()])
+            except ValueError:
+                pass  # dynamic output dimensions: decided from the first real output
         log.info("ONNX %s: input %s, layout %s", config.path.name, shape, self.layout)
 
     def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:

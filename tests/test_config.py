@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from hearthwatch.config import ConfigError, load_settings
+
+
+def test_defaults_come_from_the_model() -> None:
+    loaded = load_settings(environ={})
+    assert loaded.settings.detection_confidence_threshold == 0.5
+    assert loaded.settings.detector.type == "hog"
+    rows = {r.name: r for r in loaded.describe()}
+    assert rows["port"].source == "default"
+    assert rows["detection_confidence_threshold"].env_var == "DETECTION_CONFIDENCE_THRESHOLD"
+
+
+def test_file_then_environment_override_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "hw.yml"
+    path.write_text("max_batch_size: 16\nport: 9000\ndetector:\n  type: hog\n  max_side: 640\n")
+    loaded = load_settings(path, environ={"PORT": "9100", "DETECTOR__SCALE": "1.1"})
+    s = loaded.settings
+    assert (s.max_batch_size, s.port) == (16, 9100)
+    assert s.detector.type == "hog" and s.detector.max_side == 640 and s.detector.scale == 1.1
+    rows = {r.name: r.source for r in loaded.describe()}
+    assert rows["max_batch_size"] == f"file:{path}"
+    assert rows["port"] == "env:PORT"
+    assert rows["detector.max_side"] == f"file:{path}"
+    assert rows["detector.scale"] == "env:DETECTOR__SCALE"
+    assert rows["max_queue_size"] == "default"
+
+
+def test_config_file_from_environment_variable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "hw.yml"
+    path.write_text("use_gpu: false\n")
+    loaded = load_settings(environ={"HEARTHWATCH_CONFIG": str(path)})
+    assert loaded.settings.use_gpu is False
+
+
+def test_environment_switches_source_type_and_parses_json_lists() -> None:
+    env = {
+        "DETECTOR__TYPE": "torchvision",
+        "DETECTOR__RANDOM_INIT": "true",
+        "DETECTOR__CLASS_NAMES": '["a", "b"]',
+    }
+    s = load_settings(environ=env).settings
+    assert s.detector.type == "torchvision"
+    assert s.detector.class_names == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MAX_BATCH_SIZE": "0"}, "max_batch_size"),
+        ({"DETECTION_CONFIDENCE_THRESHOLD": "1.5"}, "detection_confidence_threshold"),
+        ({"USE_GPU": "perhaps"}, "use_gpu"),
+        ({"DETECTOR__TYPE": "yolo9000"}, "detector"),
+        ({"DETECTOR__TYPE": "torchvision"}, "random_init"),
+        ({"DETECTOR__TYPE": "torchvision", "DETECTOR__RANDOM_INIT": "1",
+          "DETECTOR__ARCHITECTURE": "nope"}, "unknown torchvision architecture"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(environ=env)
+
+
+def test_bad_files_are_reported(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.yml", environ={})
+    unknown = tmp_path / "unknown.yml"
+    unknown.write_text("max_batch: 3\n")
+    with pytest.raises(ConfigError, match="max_batch"):
+        load_settings(unknown, environ={})
+    broken = tmp_path / "broken.yml"
+    broken.write_text("port: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(broken, environ={})
+
+
+def test_config_command_prints_values_and_sources() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "hearthwatch.cli", "config"],
+        env={"PATH": "", "MAX_QUEUE_SIZE": "77"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("max_queue_size"))
+    assert "77" in line and "env:MAX_QUEUE_SIZE" in line
+    bad = subprocess.run(
+        [sys.executable, "-m", "hearthwatch.cli", "config"],
+        env={"PATH": "", "MAX_QUEUE_SIZE": "-1"},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "max_queue_size" in bad.stderr
