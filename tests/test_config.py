@@ -39,6 +39,12 @@ def test_config_file_from_environment_variable(tmp_path) -> None:  # type: ignor
     assert loaded.settings.use_gpu is False
 
 
+def test_detector_keys_without_a_type_apply_to_the_default_source() -> None:
+    loaded = load_settings(environ={"DETECTOR__MAX_SIDE": "1920"})
+    assert loaded.settings.detector.type == "hog"
+    assert loaded.settings.detector.max_side == 1920
+
+
 def test_environment_switches_source_type_and_parses_json_lists() -> None:
     env = {
         "DETECTOR__TYPE": "torchvision",

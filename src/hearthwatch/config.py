@@ -174,6 +174,8 @@ def load_settings(
         else:
             merged[name] = value
         sources[name] = f"env:{var}"
+    if "detector" in merged and isinstance(merged["detector"], dict):
+        merged["detector"].setdefault("type", HogConfig().type)  # keys given, type left default
     for name, value in (overrides or {}).items():
         merged[name] = value
         sources[name] = "argument"
