@@ -46,6 +46,12 @@ def test_hog_runs_a_batch_and_maps_boxes_to_the_original_size() -> None:
     assert detector.class_names == ("person",)
 
 
+def test_hog_answers_frames_smaller_than_its_window() -> None:
+    detector = HogConfig().build(CPU, PLAIN, no_fallback)
+    tiny = detector.detect([scene(64, 48), scene(32, 200, 1)])
+    assert [len(d) for d in tiny] == [0, 0]
+
+
 def test_torchvision_random_init_detects_in_image_coordinates() -> None:
     config = TorchvisionConfig(random_init=True, score_floor=0.0, min_size=160, max_size=200)
     detector = config.build(CPU, PLAIN, no_fallback)

@@ -1,5 +1,9 @@
 """Prometheus metrics: Triton-named inference and GPU metrics rendered from :class:`ModelStats`
-and telemetry, plus histograms of end-to-end latency and batch size."""
+and telemetry, plus histograms of end-to-end latency and batch size.
+
+The Triton families are written by :func:`_exposition` rather than prometheus_client, which
+would rename every counter family to ``<name>_total``; Triton's dashboards use the bare names.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from hearthwatch.runtime.stats import ModelStats
 from hearthwatch.runtime.telemetry import SystemSample
@@ -25,7 +29,23 @@ def _metric(name: str, doc: str, kind: str) -> Metric:
     return Metric(name, doc, kind)
 
 
-class _TritonCollector(Collector):
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _exposition(metrics: Iterable[Metric]) -> bytes:
+    """Text exposition format 0.0.4, family and sample names exactly as given."""
+    lines = []
+    for metric in metrics:
+        lines.append(f"# HELP {metric.name} {metric.documentation}")
+        lines.append(f"# TYPE {metric.name} {metric.type}")
+        for sample in metric.samples:
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
+            lines.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class _TritonFamilies:
     """``nv_inference_*`` per model and ``nv_gpu_*`` per GPU, under Triton's exact names."""
 
     def __init__(self, models: ModelsProvider, sample: SampleProvider | None):
@@ -92,8 +112,8 @@ class ServingMetrics:
     """The process's metrics registry."""
 
     def __init__(self, models: ModelsProvider, sample: SampleProvider | None = None):
+        self._triton = _TritonFamilies(models, sample)
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_TritonCollector(models, sample))
         self.request_duration = Histogram(
             "hearthwatch_request_duration_seconds",
             "End-to-end request latency, decode to response",
@@ -116,4 +136,4 @@ class ServingMetrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return _exposition(self._triton.collect()) + generate_latest(self.registry)

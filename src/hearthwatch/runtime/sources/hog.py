@@ -66,6 +66,10 @@ class HogDetector(Detector):
         return prepared
 
     def _detect_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        win_w, win_h = self._hog.winSize
+        if image.shape[0] < win_h or image.shape[1] < win_w:
+            # no person fits, and OpenCV crashes on frames smaller than its window
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         stride, pad = self.config.win_stride, self.config.padding
         rects, weights = self._hog.detectMultiScale(
             image,

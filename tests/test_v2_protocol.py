@@ -1,0 +1,161 @@
+"""Open Inference Protocol v2 through the stock ``tritonclient`` HTTP client, JSON and binary."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from conftest import Server, jpeg, scene
+
+OUTPUTS = ["num_detections", "detection_boxes", "detection_scores", "detection_classes", "detection_labels"]
+
+
+@pytest.fixture(scope="module")
+def client(hog_server: Server) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(hog_server.url.removeprefix("http://"))
+
+
+def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("detector") and client.is_model_ready("detector", "1")
+    assert not client.is_model_ready("missing")
+    server = client.get_server_metadata()
+    assert server["name"] == "hearthwatch"
+    assert {"binary_tensor_data", "statistics"} <= set(server["extensions"])
+    meta = client.get_model_metadata("detector")
+    assert meta["platform"] == "opencv_hog"
+    assert {i["name"] for i in meta["inputs"]} == {"IMAGE", "IMAGE_RGB"}
+    assert [o["name"] for o in meta["outputs"]] == OUTPUTS
+
+
+def test_model_config_is_triton_style(client: triton.InferenceServerClient) -> None:
+    config = client.get_model_config("detector")
+    assert config["max_batch_size"] == 8
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 30_000
+    assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 256
+    assert config["input"][0] == {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": [1], "optional": True}
+    assert config["parameters"]["class_names"]["string_value"] == "person"
+
+
+def _image_input(frames: list[bytes], binary: bool) -> triton.InferInput:
+    tensor = triton.InferInput("IMAGE", [len(frames), 1], "BYTES")
+    if binary:
+        data = np.array([[f] for f in frames], dtype=object)
+    else:
+        data = np.array([[base64.b64encode(f)] for f in frames], dtype=object)
+    tensor.set_data_from_numpy(data, binary_data=binary)
+    return tensor
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_infer_with_encoded_images(client: triton.InferenceServerClient, binary: bool) -> None:
+    frames = [jpeg(320, 240, 1), jpeg(640, 480, 2)]
+    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in OUTPUTS]
+    result = client.infer(
+        "detector", [_image_input(frames, binary)], outputs=outputs, request_id="r1",
+        parameters={"confidence_threshold": 0.3},
+    )
+    counts = result.as_numpy("num_detections")
+    assert counts.shape == (2, 1) and counts.dtype == np.int32
+    most = int(counts.max())
+    assert result.as_numpy("detection_boxes").shape == (2, most, 4)
+    assert result.as_numpy("detection_scores").shape == (2, most)
+    labels = result.as_numpy("detection_labels")
+    assert labels.shape == (2, most)
+    for i, n in enumerate(counts[:, 0]):
+        assert all(label in (b"person", "person") for label in labels[i, :n])
+        assert (result.as_numpy("detection_scores")[i, :n] >= 0.3).all()
+    assert result.get_response()["id"] == "r1"
+
+
+def test_default_request_gets_binary_outputs(client: triton.InferenceServerClient) -> None:
+    result = client.infer("detector", [_image_input([jpeg()], True)])
+    response = result.get_response()
+    assert all("binary_data_size" in o["parameters"] for o in response["outputs"])
+    assert result.as_numpy("num_detections").shape == (1, 1)
+
+
+def test_infer_with_raw_pixels_in_json(client: triton.InferenceServerClient) -> None:
+    pixels = np.stack([scene(64, 48, 0), scene(64, 48, 1)])
+    tensor = triton.InferInput("IMAGE_RGB", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels, binary_data=False)
+    wanted = [triton.InferRequestedOutput("num_detections", binary_data=False)]
+    result = client.infer("detector", [tensor], outputs=wanted)
+    assert result.as_numpy("num_detections").shape == (2, 1)
+    assert result.as_numpy("detection_boxes") is None  # only what was asked for
+
+
+def test_stats_count_inferences_and_give_percentiles(client: triton.InferenceServerClient) -> None:
+    before = client.get_inference_statistics("detector")["model_stats"][0]
+    client.infer("detector", [_image_input([jpeg(), jpeg(200, 100)], True)])
+    after = client.get_inference_statistics("detector")["model_stats"][0]
+    assert after["inference_count"] == before["inference_count"] + 2
+    assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 2
+    assert after["inference_stats"]["compute_infer"]["ns"] > before["inference_stats"]["compute_infer"]["ns"]
+    latency = after["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    everything = client.get_inference_statistics()
+    assert [m["name"] for m in everything["model_stats"]] == ["detector"]
+
+
+def test_client_errors_carry_the_servers_message(client: triton.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException, match="unknown model 'yolo'"):
+        client.infer("yolo", [_image_input([jpeg()], True)])
+    with pytest.raises(InferenceServerException, match="IMAGE\\[0\\]: body is not a supported image"):
+        client.infer("detector", [_image_input([b"junk"], True)])
+    with pytest.raises(InferenceServerException, match="no version '7'"):
+        client.get_model_metadata("detector", "7")
+
+
+def _post(server: Server, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{server.url}/v2/models/detector/infer", content=body, headers=headers or {})
+
+
+def _header(inputs: list[dict[str, object]], **extra: object) -> bytes:
+    return json.dumps({"inputs": inputs, **extra}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "fragment"),
+    [
+        (b"{not json", None, "not valid JSON"),
+        (b"[]", None, "must be a JSON object"),
+        (_header([]), None, "non-empty 'inputs'"),
+        (_header([{"name": "IMAGE", "datatype": "TEXT", "shape": [1, 1], "data": ["x"]}]), None, "unknown datatype"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, -1], "data": ["x"]}]), None, "non-negative"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [2, 1], "data": ["x"]}]), None, "1 values in 'data' for shape [2, 1]"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1]}]), None, "neither 'data'"),
+        (_header([{"name": "PIXELS", "datatype": "UINT8", "shape": [1], "data": [1]}]), None, "unknown input 'PIXELS'"),
+        (_header([{"name": "IMAGE", "datatype": "UINT8", "shape": [1, 1], "data": [1]}]), None, "must be BYTES"),
+        (_header([{"name": "IMAGE_RGB", "datatype": "UINT8", "shape": [1, 2, 2], "data": [1, 2, 3, 4]}]), None, "[batch, height, width, 3]"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}], outputs=[{"name": "masks"}]), None, "unknown output 'masks'"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [9, 1], "data": ["eA=="] * 9}]), None, "over max_batch_size 8"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}], parameters={"confidence_threshold": 2}), None, "confidence_threshold"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}], parameters={"timeout": -5}), None, "timeout"),
+        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 50}}]), {"Inference-Header-Content-Length": "0"}, "outside the body"),
+    ],
+)
+def test_malformed_requests_get_400_naming_the_problem(
+    hog_server: Server, body: bytes, headers: dict[str, str] | None, fragment: str
+) -> None:
+    reply = _post(hog_server, body, headers)
+    assert reply.status_code == 400, reply.text
+    assert fragment in reply.json()["error"]
+
+
+def test_binary_sizes_must_match_the_body(hog_server: Server) -> None:
+    header = _header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 50}}])
+    short = _post(hog_server, header + b"\x05\x00\x00\x00abc", {"Inference-Header-Content-Length": str(len(header))})
+    assert short.status_code == 400 and "runs past the end" in short.json()["error"]
+    header = _header([{"name": "IMAGE_RGB", "datatype": "UINT8", "shape": [1, 2, 2, 3], "parameters": {"binary_data_size": 5}}])
+    wrong = _post(hog_server, header + b"\x00" * 5, {"Inference-Header-Content-Length": str(len(header))})
+    assert wrong.status_code == 400 and "do not fill shape" in wrong.json()["error"]
+    header = _header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 4}}])
+    spare = _post(hog_server, header + b"\x00" * 9, {"Inference-Header-Content-Length": str(len(header))})
+    assert spare.status_code == 400 and "not claimed" in spare.json()["error"]
