@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests build models locally; never download
 
 
 def scene(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:

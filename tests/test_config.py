@@ -64,8 +64,14 @@ def test_environment_switches_source_type_and_parses_json_lists() -> None:
         ({"USE_GPU": "perhaps"}, "use_gpu"),
         ({"DETECTOR__TYPE": "yolo9000"}, "detector"),
         ({"DETECTOR__TYPE": "torchvision"}, "random_init"),
-        ({"DETECTOR__TYPE": "torchvision", "DETECTOR__RANDOM_INIT": "1",
-          "DETECTOR__ARCHITECTURE": "nope"}, "unknown torchvision architecture"),
+        (
+            {
+                "DETECTOR__TYPE": "torchvision",
+                "DETECTOR__RANDOM_INIT": "1",
+                "DETECTOR__ARCHITECTURE": "nope",
+            },
+            "unknown torchvision architecture",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:

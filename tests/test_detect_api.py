@@ -11,8 +11,8 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-
 from conftest import Server, encode, jpeg, scene
+
 from hearthwatch.api.schemas import DetectBatchResponse, DetectResponse
 
 JPEG = {"Content-Type": "image/jpeg"}
@@ -37,7 +37,9 @@ def test_detect_takes_a_multipart_file_and_png(hog_server: Server) -> None:
 
 def test_detect_batch_answers_each_image_in_order(hog_server: Server) -> None:
     sizes = [(320, 240), (200, 100), (640, 480)]
-    files = [("images", (f"{i}.jpg", jpeg(w, h, i), "image/jpeg")) for i, (w, h) in enumerate(sizes)]
+    files = [
+        ("images", (f"{i}.jpg", jpeg(w, h, i), "image/jpeg")) for i, (w, h) in enumerate(sizes)
+    ]
     reply = httpx.post(f"{hog_server.url}/detect/batch", files=files, timeout=30)
     assert reply.status_code == 200, reply.text
     body = DetectBatchResponse.model_validate(reply.json())
@@ -69,7 +71,9 @@ def test_a_real_person_shape_is_found_by_hog(hog_server: Server) -> None:
     )
     assert reply.status_code == 200
     boxes = [d["bbox"] for d in reply.json()["detections"]]
-    assert any(b["x1"] < 300 and b["x2"] > 340 and b["y1"] < 150 and b["y2"] > 380 for b in boxes), boxes
+    assert any(
+        b["x1"] < 300 and b["x2"] > 340 and b["y1"] < 150 and b["y2"] > 380 for b in boxes
+    ), boxes
 
 
 @pytest.mark.parametrize(
@@ -78,7 +82,12 @@ def test_a_real_person_shape_is_found_by_hog(hog_server: Server) -> None:
         (b"", JPEG, 400, "empty body"),
         (b"definitely not an image", JPEG, 400, "not a supported image"),
         (jpeg()[:5000], JPEG, 400, "truncated JPEG"),
-        (encode(scene(), ".png")[:2000], {"Content-Type": "image/png"}, 400, "could not be decoded"),
+        (
+            encode(scene(), ".png")[:2000],
+            {"Content-Type": "image/png"},
+            400,
+            "could not be decoded",
+        ),
         (jpeg(), {"Content-Type": "text/plain"}, 415, "unsupported content type 'text/plain'"),
         (jpeg(), {"Content-Type": "application/json"}, 415, "unsupported content type"),
     ],
@@ -150,7 +159,9 @@ def test_concurrent_requests_are_batched_and_metrics_move(hog_server: Server) ->
     assert executions < inferences  # average batch size above one
     assert hog_server.metric("nv_inference_request_success") - success_before == 16
     assert max(r.json()["batch_size"] for r in replies) > 1
-    assert hog_server.metric("hearthwatch_batch_size_sum") > hog_server.metric("hearthwatch_batch_size_count")
+    assert hog_server.metric("hearthwatch_batch_size_sum") > hog_server.metric(
+        "hearthwatch_batch_size_count"
+    )
     assert hog_server.metric("hearthwatch_request_duration_seconds_count", route="detect") >= 16
     assert hog_server.metric("nv_inference_queue_duration_us") > 0
 
@@ -166,7 +177,9 @@ def tiny_queue_server(start_server) -> Server:  # type: ignore[no-untyped-def]
     )
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tiny_queue_server: Server) -> None:
+def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(
+    tiny_queue_server: Server,
+) -> None:
     server = tiny_queue_server
     before = server.metric("nv_inference_request_success")
     rejected_before = server.metric("nv_inference_request_failure", reason="REJECTED")
@@ -181,7 +194,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tiny_queue_
         assert "queue" in reply.json()["error"]
     served = statuses.count(200)
     assert server.metric("nv_inference_request_success") - before == served
-    assert server.metric("nv_inference_request_failure", reason="REJECTED") - rejected_before == len(full)
+    assert server.metric(
+        "nv_inference_request_failure", reason="REJECTED"
+    ) - rejected_before == len(full)
 
 
 def test_an_expired_deadline_answers_504_without_running(tiny_queue_server: Server) -> None:
@@ -189,7 +204,9 @@ def test_an_expired_deadline_answers_504_without_running(tiny_queue_server: Serv
     noise = np.random.default_rng(7).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
     slow = encode(noise)  # HOG spends about half a second on full-size noise
     with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(httpx.post, f"{server.url}/detect", content=slow, headers=JPEG, timeout=60)
+        busy = pool.submit(
+            httpx.post, f"{server.url}/detect", content=slow, headers=JPEG, timeout=60
+        )
         deadline = time.monotonic() + 10
         while server.metric("nv_inference_pending_request_count") < 1:
             assert time.monotonic() < deadline, "the slow request never started"

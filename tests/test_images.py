@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import encode, jpeg, scene
+
 from hearthwatch.runtime.images import ImageError, decode_image
 
 LIMIT = 50_000_000

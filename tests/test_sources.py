@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import scene
+
 from hearthwatch.runtime.optimize import OptimizationSettings, optimize_module
 from hearthwatch.runtime.sources.hf_rtdetr import RTDetrConfig
 from hearthwatch.runtime.sources.hog import HogConfig
@@ -119,14 +119,25 @@ def expected_box(width: int, height: int, size: int) -> np.ndarray:
     """The planted box (model-input centre, size/4 x size/8) in original image pixels."""
     scale = min(size / width, size / height)
     cx, cy = width / 2, height / 2
-    return np.array([cx - size / 8 / scale, cy - size / 16 / scale, cx + size / 8 / scale, cy + size / 16 / scale])
+    return np.array(
+        [
+            cx - size / 8 / scale,
+            cy - size / 16 / scale,
+            cx + size / 8 / scale,
+            cy + size / 16 / scale,
+        ]
+    )
 
 
 def export_onnx(path: Path, size: int) -> None:
     model = PlantedYolo(size)
     torch.onnx.export(
-        model, (torch.rand(1, 3, size, size),), str(path), input_names=["images"],
-        output_names=["output0"], dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
+        model,
+        (torch.rand(1, 3, size, size),),
+        str(path),
+        input_names=["images"],
+        output_names=["output0"],
+        dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
         dynamo=False,
     )
 
@@ -199,7 +210,9 @@ def test_letterbox_round_trip() -> None:
     np.testing.assert_allclose(unletterbox(forward, info), box, atol=1e-3)
 
 
-def test_a_failing_compile_falls_back_to_eager_and_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_compile_falls_back_to_eager_and_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def broken_compile(module: torch.nn.Module) -> object:
         def run(*args: object) -> object:
             raise RuntimeError("inductor could not compile")

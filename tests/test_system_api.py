@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import httpx
+from conftest import Server
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from conftest import Server
 from hearthwatch.runtime.metrics import ServingMetrics
 from hearthwatch.runtime.telemetry import GpuReading, SystemSample
 
@@ -19,7 +19,8 @@ def test_metrics_expose_triton_names_and_histograms(hog_server: Server) -> None:
     expected = {
         "nv_inference_request_success": "counter", "nv_inference_request_failure": "counter",
         "nv_inference_count": "counter", "nv_inference_exec_count": "counter",
-        "nv_inference_queue_duration_us": "counter", "nv_inference_compute_infer_duration_us": "counter",
+        "nv_inference_queue_duration_us": "counter",
+        "nv_inference_compute_infer_duration_us": "counter",
         "nv_inference_pending_request_count": "gauge",
         "hearthwatch_request_duration_seconds": "histogram", "hearthwatch_batch_size": "histogram",
     }  # fmt: skip

@@ -9,11 +9,16 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from conftest import Server, jpeg, scene
 from tritonclient.utils import InferenceServerException
 
-from conftest import Server, jpeg, scene
-
-OUTPUTS = ["num_detections", "detection_boxes", "detection_scores", "detection_classes", "detection_labels"]
+OUTPUTS = [
+    "num_detections",
+    "detection_boxes",
+    "detection_scores",
+    "detection_classes",
+    "detection_labels",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,12 @@ def test_model_config_is_triton_style(client: triton.InferenceServerClient) -> N
     assert config["max_batch_size"] == 8
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 30_000
     assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 256
-    assert config["input"][0] == {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": [1], "optional": True}
+    assert config["input"][0] == {
+        "name": "IMAGE",
+        "data_type": "TYPE_STRING",
+        "dims": [1],
+        "optional": True,
+    }
     assert config["parameters"]["class_names"]["string_value"] == "person"
 
 
@@ -58,7 +68,10 @@ def test_infer_with_encoded_images(client: triton.InferenceServerClient, binary:
     frames = [jpeg(320, 240, 1), jpeg(640, 480, 2)]
     outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in OUTPUTS]
     result = client.infer(
-        "detector", [_image_input(frames, binary)], outputs=outputs, request_id="r1",
+        "detector",
+        [_image_input(frames, binary)],
+        outputs=outputs,
+        request_id="r1",
         parameters={"confidence_threshold": 0.3},
     )
     counts = result.as_numpy("num_detections")
@@ -96,8 +109,14 @@ def test_stats_count_inferences_and_give_percentiles(client: triton.InferenceSer
     client.infer("detector", [_image_input([jpeg(), jpeg(200, 100)], True)])
     after = client.get_inference_statistics("detector")["model_stats"][0]
     assert after["inference_count"] == before["inference_count"] + 2
-    assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 2
-    assert after["inference_stats"]["compute_infer"]["ns"] > before["inference_stats"]["compute_infer"]["ns"]
+    assert (
+        after["inference_stats"]["success"]["count"]
+        == before["inference_stats"]["success"]["count"] + 2
+    )
+    assert (
+        after["inference_stats"]["compute_infer"]["ns"]
+        > before["inference_stats"]["compute_infer"]["ns"]
+    )
     latency = after["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     everything = client.get_inference_statistics()
@@ -107,7 +126,9 @@ def test_stats_count_inferences_and_give_percentiles(client: triton.InferenceSer
 def test_client_errors_carry_the_servers_message(client: triton.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException, match="unknown model 'yolo'"):
         client.infer("yolo", [_image_input([jpeg()], True)])
-    with pytest.raises(InferenceServerException, match="IMAGE\\[0\\]: body is not a supported image"):
+    with pytest.raises(
+        InferenceServerException, match="IMAGE\\[0\\]: body is not a supported image"
+    ):
         client.infer("detector", [_image_input([b"junk"], True)])
     with pytest.raises(InferenceServerException, match="no version '7'"):
         client.get_model_metadata("detector", "7")
@@ -127,18 +148,95 @@ def _header(inputs: list[dict[str, object]], **extra: object) -> bytes:
         (b"{not json", None, "not valid JSON"),
         (b"[]", None, "must be a JSON object"),
         (_header([]), None, "non-empty 'inputs'"),
-        (_header([{"name": "IMAGE", "datatype": "TEXT", "shape": [1, 1], "data": ["x"]}]), None, "unknown datatype"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, -1], "data": ["x"]}]), None, "non-negative"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [2, 1], "data": ["x"]}]), None, "1 values in 'data' for shape [2, 1]"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1]}]), None, "neither 'data'"),
-        (_header([{"name": "PIXELS", "datatype": "UINT8", "shape": [1], "data": [1]}]), None, "unknown input 'PIXELS'"),
-        (_header([{"name": "IMAGE", "datatype": "UINT8", "shape": [1, 1], "data": [1]}]), None, "must be BYTES"),
-        (_header([{"name": "IMAGE_RGB", "datatype": "UINT8", "shape": [1, 2, 2], "data": [1, 2, 3, 4]}]), None, "[batch, height, width, 3]"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}], outputs=[{"name": "masks"}]), None, "unknown output 'masks'"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [9, 1], "data": ["eA=="] * 9}]), None, "over max_batch_size 8"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}], parameters={"confidence_threshold": 2}), None, "confidence_threshold"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}], parameters={"timeout": -5}), None, "timeout"),
-        (_header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 50}}]), {"Inference-Header-Content-Length": "0"}, "outside the body"),
+        (
+            _header([{"name": "IMAGE", "datatype": "TEXT", "shape": [1, 1], "data": ["x"]}]),
+            None,
+            "unknown datatype",
+        ),
+        (
+            _header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, -1], "data": ["x"]}]),
+            None,
+            "non-negative",
+        ),
+        (
+            _header([{"name": "IMAGE", "datatype": "BYTES", "shape": [2, 1], "data": ["x"]}]),
+            None,
+            "1 values in 'data' for shape [2, 1]",
+        ),
+        (
+            _header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1]}]),
+            None,
+            "neither 'data'",
+        ),
+        (
+            _header([{"name": "PIXELS", "datatype": "UINT8", "shape": [1], "data": [1]}]),
+            None,
+            "unknown input 'PIXELS'",
+        ),
+        (
+            _header([{"name": "IMAGE", "datatype": "UINT8", "shape": [1, 1], "data": [1]}]),
+            None,
+            "must be BYTES",
+        ),
+        (
+            _header(
+                [
+                    {
+                        "name": "IMAGE_RGB",
+                        "datatype": "UINT8",
+                        "shape": [1, 2, 2],
+                        "data": [1, 2, 3, 4],
+                    }
+                ]
+            ),
+            None,
+            "[batch, height, width, 3]",
+        ),
+        (
+            _header(
+                [{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}],
+                outputs=[{"name": "masks"}],
+            ),
+            None,
+            "unknown output 'masks'",
+        ),
+        (
+            _header(
+                [{"name": "IMAGE", "datatype": "BYTES", "shape": [9, 1], "data": ["eA=="] * 9}]
+            ),
+            None,
+            "over max_batch_size 8",
+        ),
+        (
+            _header(
+                [{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}],
+                parameters={"confidence_threshold": 2},
+            ),
+            None,
+            "confidence_threshold",
+        ),
+        (
+            _header(
+                [{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["eA=="]}],
+                parameters={"timeout": -5},
+            ),
+            None,
+            "timeout",
+        ),
+        (
+            _header(
+                [
+                    {
+                        "name": "IMAGE",
+                        "datatype": "BYTES",
+                        "shape": [1, 1],
+                        "parameters": {"binary_data_size": 50},
+                    }
+                ]
+            ),
+            {"Inference-Header-Content-Length": "0"},
+            "outside the body",
+        ),
     ],
 )
 def test_malformed_requests_get_400_naming_the_problem(
@@ -150,12 +248,47 @@ def test_malformed_requests_get_400_naming_the_problem(
 
 
 def test_binary_sizes_must_match_the_body(hog_server: Server) -> None:
-    header = _header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 50}}])
-    short = _post(hog_server, header + b"\x05\x00\x00\x00abc", {"Inference-Header-Content-Length": str(len(header))})
+    header = _header(
+        [
+            {
+                "name": "IMAGE",
+                "datatype": "BYTES",
+                "shape": [1, 1],
+                "parameters": {"binary_data_size": 50},
+            }
+        ]
+    )
+    short = _post(
+        hog_server,
+        header + b"\x05\x00\x00\x00abc",
+        {"Inference-Header-Content-Length": str(len(header))},
+    )
     assert short.status_code == 400 and "runs past the end" in short.json()["error"]
-    header = _header([{"name": "IMAGE_RGB", "datatype": "UINT8", "shape": [1, 2, 2, 3], "parameters": {"binary_data_size": 5}}])
-    wrong = _post(hog_server, header + b"\x00" * 5, {"Inference-Header-Content-Length": str(len(header))})
+    header = _header(
+        [
+            {
+                "name": "IMAGE_RGB",
+                "datatype": "UINT8",
+                "shape": [1, 2, 2, 3],
+                "parameters": {"binary_data_size": 5},
+            }
+        ]
+    )
+    wrong = _post(
+        hog_server, header + b"\x00" * 5, {"Inference-Header-Content-Length": str(len(header))}
+    )
     assert wrong.status_code == 400 and "do not fill shape" in wrong.json()["error"]
-    header = _header([{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 4}}])
-    spare = _post(hog_server, header + b"\x00" * 9, {"Inference-Header-Content-Length": str(len(header))})
+    header = _header(
+        [
+            {
+                "name": "IMAGE",
+                "datatype": "BYTES",
+                "shape": [1, 1],
+                "parameters": {"binary_data_size": 4},
+            }
+        ]
+    )
+    spare = _post(
+        hog_server, header + b"\x00" * 9, {"Inference-Header-Content-Length": str(len(header))}
+    )
     assert spare.status_code == 400 and "not claimed" in spare.json()["error"]

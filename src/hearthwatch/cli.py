@@ -51,7 +51,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     width = max(len(r.name) for r in rows)
     env_width = max(len(r.env_var) for r in rows)
     for row in rows:
-        print(f"{row.name:<{width}}  {json.dumps(row.value, default=str):<24}  {row.env_var:<{env_width}}  {row.source}")
+        value = json.dumps(row.value, default=str)
+        print(f"{row.name:<{width}}  {value:<24}  {row.env_var:<{env_width}}  {row.source}")
     return 0
 
 
@@ -67,10 +68,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
         for image in args.images:
             data = Path(image).read_bytes()
             reply = client.post(
-                f"{url}/detect", content=data, params=params,
+                f"{url}/detect",
+                content=data,
+                params=params,
                 headers={"Content-Type": "application/octet-stream"},
             )
-            print(json.dumps({"image": image, "status": reply.status_code, **reply.json()}, indent=2))
+            print(
+                json.dumps({"image": image, "status": reply.status_code, **reply.json()}, indent=2)
+            )
             status = status or int(reply.status_code >= 400)
     return status
 

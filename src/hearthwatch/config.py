@@ -44,9 +44,7 @@ class Settings(BaseModel):
     request_timeout_ms: float = Field(
         10_000.0, gt=0.0, description="Default per-request deadline; expired requests get 504."
     )
-    decode_workers: int = Field(
-        default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256
-    )
+    decode_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256)
 
     detection_confidence_threshold: float = Field(0.5, ge=0.0, le=1.0)
     max_image_pixels: int = Field(50_000_000, ge=1)
@@ -135,7 +133,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
             prefix = f"DETECTOR{NESTED_ENV_SEPARATOR}"
             for var, value in environ.items():
                 if var.startswith(prefix) and len(var) > len(prefix):
-                    found[f"detector.{var[len(prefix):].lower()}"] = (_env_value(value), var)
+                    found[f"detector.{var[len(prefix) :].lower()}"] = (_env_value(value), var)
         elif name.upper() in environ:
             found[name] = (_env_value(environ[name.upper()]), name.upper())
     return found

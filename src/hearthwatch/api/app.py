@@ -20,7 +20,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        running = services or await asyncio.to_thread(build_services, settings)
+        running = (
+            services if services is not None else await asyncio.to_thread(build_services, settings)
+        )
         await asyncio.to_thread(running.start)
         app.state.services = running
         try:

@@ -53,7 +53,9 @@ def image_result(
             "class_name": names[cid] if 0 <= cid < len(names) else f"class_{cid}",
             "class_id": int(cid),
             "confidence": round(float(score), 4),
-            "bbox": dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in box), strict=True)),
+            "bbox": dict(
+                zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in box), strict=True)
+            ),
         }
         for box, score, cid in zip(kept.boxes, kept.scores, kept.class_ids.tolist(), strict=True)
     ]

@@ -46,7 +46,12 @@ OUTPUTS = {
     "detection_classes": ("INT32", [-1, -1]),
     "detection_labels": ("BYTES", [-1, -1]),
 }
-TRITON_TYPES = {"BYTES": "TYPE_STRING", "UINT8": "TYPE_UINT8", "INT32": "TYPE_INT32", "FP32": "TYPE_FP32"}
+TRITON_TYPES = {
+    "BYTES": "TYPE_STRING",
+    "UINT8": "TYPE_UINT8",
+    "INT32": "TYPE_INT32",
+    "FP32": "TYPE_FP32",
+}
 
 
 def _versioned(services: Services, name: str, version: str | None) -> ServedModel:
@@ -115,7 +120,8 @@ def model_config(request: Request, name: str, version: str | None = None) -> dic
             for n, (d, s) in IMAGE_INPUTS.items()
         ],
         "output": [
-            {"name": n, "data_type": TRITON_TYPES[d], "dims": s[1:]} for n, (d, s) in OUTPUTS.items()
+            {"name": n, "data_type": TRITON_TYPES[d], "dims": s[1:]}
+            for n, (d, s) in OUTPUTS.items()
         ],
         "dynamic_batching": {
             "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
@@ -164,7 +170,11 @@ for _path, _handler in (
 def _request_options(request: InferRequest, services: Services) -> tuple[float, bool, float]:
     params = request.parameters
     threshold = params.get("confidence_threshold", services.settings.detection_confidence_threshold)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not 0 <= threshold <= 1
+    ):
         raise bad_request("parameter confidence_threshold must be a number between 0 and 1")
     all_classes = params.get("all_classes", False)
     if not isinstance(all_classes, bool):
@@ -187,10 +197,14 @@ def _image_tensor(request: InferRequest) -> InputTensor:
     datatype, shape = IMAGE_INPUTS[tensor.name]
     if tensor.datatype != datatype:
         raise bad_request(f"input '{tensor.name}' must be {datatype}, got {tensor.datatype}")
-    if tensor.name == "IMAGE" and (len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ([], [1])):
+    if tensor.name == "IMAGE" and (
+        len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ([], [1])
+    ):
         raise bad_request(f"input 'IMAGE' must have shape [batch, 1], got {tensor.shape}")
     if tensor.name == "IMAGE_RGB" and (len(tensor.shape) != 4 or tensor.shape[3] != 3):
-        raise bad_request(f"input 'IMAGE_RGB' must have shape [batch, height, width, 3], got {tensor.shape}")
+        raise bad_request(
+            f"input 'IMAGE_RGB' must have shape [batch, height, width, 3], got {tensor.shape}"
+        )
     if tensor.shape[0] == 0:
         raise bad_request(f"input '{tensor.name}' holds no images")
     return tensor

@@ -116,10 +116,11 @@ def _parse_input(spec: Any, binary: memoryview, offset: int) -> tuple[InputTenso
         raise bad_request("input without a 'name'")
     what = f"input '{name}'"
     if datatype not in NUMPY_DTYPES:
-        raise bad_request(f"{what}: unknown datatype {datatype!r}; known: {', '.join(NUMPY_DTYPES)}")
-    if (
-        not isinstance(shape, list)
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        raise bad_request(
+            f"{what}: unknown datatype {datatype!r}; known: {', '.join(NUMPY_DTYPES)}"
+        )
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise bad_request(f"{what}: 'shape' must be a list of non-negative integers")
     parameters = spec.get("parameters") or {}
@@ -165,7 +166,9 @@ def _parse_input(spec: Any, binary: memoryview, offset: int) -> tuple[InputTenso
             try:
                 data = np.asarray(flat, dtype=NUMPY_DTYPES[datatype])
             except (TypeError, ValueError, OverflowError) as exc:
-                raise bad_request(f"{what}: 'data' does not hold {datatype} values: {exc}") from None
+                raise bad_request(
+                    f"{what}: 'data' does not hold {datatype} values: {exc}"
+                ) from None
     return InputTensor(name, datatype, shape, data.reshape(shape), parameters), offset
 
 
@@ -178,7 +181,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             raise bad_request("Inference-Header-Content-Length is not an integer") from None
         if not 0 < json_size <= len(body):
             raise bad_request(
-                f"Inference-Header-Content-Length {json_size} is outside the body of {len(body)} bytes"
+                f"Inference-Header-Content-Length {json_size} is outside the body "
+                f"of {len(body)} bytes"
             )
     else:
         json_size = len(body)
@@ -203,7 +207,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         tensor, offset = _parse_input(spec, binary, offset)
         inputs.append(tensor)
     if offset != len(binary):
-        raise bad_request(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+        raise bad_request(
+            f"{len(binary) - offset} bytes of binary data are not claimed by any input"
+        )
     outputs = None
     if header.get("outputs") is not None:
         if not isinstance(header["outputs"], list):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -135,7 +136,9 @@ class DynamicBatcher(Generic[In, Out]):
         if self._thread is not None:
             return
         self._stopping = False
-        self._thread = threading.Thread(target=self._worker, name=f"{self.name}-worker", daemon=True)
+        self._thread = threading.Thread(
+            target=self._worker, name=f"{self.name}-worker", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -247,7 +250,9 @@ class DynamicBatcher(Generic[In, Out]):
         try:
             outputs = self._run_batch([item.payload for item in batch])
             if len(outputs) != len(batch):
-                raise RuntimeError(f"run_batch returned {len(outputs)} results for {len(batch)} inputs")
+                raise RuntimeError(
+                    f"run_batch returned {len(outputs)} results for {len(batch)} inputs"
+                )
         except Exception as exc:
             log.exception("%s: batch of %d failed", self.name, len(batch))
             for item in batch:
@@ -271,7 +276,5 @@ def _resolve(item: _Pending[Any], value: Any = None, error: BaseException | None
         else:
             item.future.set_result(value)
 
-    try:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         item.loop.call_soon_threadsafe(deliver)
-    except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
-        pass

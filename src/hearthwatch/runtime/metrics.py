@@ -74,7 +74,12 @@ class _TritonFamilies:
         for stats, pending in self._models():
             labels = {"model": stats.name, "version": stats.version}
 
-            def add(name: str, value: float, extra: dict[str, str] | None = None) -> None:
+            def add(
+                name: str,
+                value: float,
+                extra: dict[str, str] | None = None,
+                labels: dict[str, str] = labels,
+            ) -> None:
                 metrics[name].add_sample(name, {**labels, **(extra or {})}, value)
 
             add("nv_inference_request_success", stats.success.count)

@@ -103,7 +103,9 @@ class ServedModel:
         self.stats.record_success(time.monotonic() - started, result.timing.queue_s, stages)
         return InferenceOutcome(detections, result.timing.queue_s, stages, result.timing.batch_size)
 
-    async def infer_many(self, images: Sequence[np.ndarray], timeout_s: float) -> list[InferenceOutcome]:
+    async def infer_many(
+        self, images: Sequence[np.ndarray], timeout_s: float
+    ) -> list[InferenceOutcome]:
         """Each image is its own request, so they batch with everyone else's."""
         outcomes = await asyncio.gather(
             *(self.infer(img, timeout_s) for img in images), return_exceptions=True

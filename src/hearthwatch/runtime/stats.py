@@ -97,7 +97,12 @@ class ModelStats:
         if values.size == 0:
             return {"p50": None, "p95": None, "p99": None, "samples": 0}
         p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "samples": int(values.size)}
+        return {
+            "p50": float(p50),
+            "p95": float(p95),
+            "p99": float(p99),
+            "samples": int(values.size),
+        }
 
     def triton_stats(self) -> dict[str, Any]:
         """This model's entry of Triton's ``model_stats`` list."""

@@ -44,9 +44,9 @@ class SystemSample:
         return data
 
 
-def _nvml_value(read: Callable[[], Any]) -> Any:
+def _nvml_value(read: Callable[..., Any], *args: Any) -> Any:
     try:
-        return read()
+        return read(*args)
     except Exception:  # a field the board does not report
         return None
 
@@ -70,32 +70,29 @@ class Nvml:
         except Exception as exc:
             log.info("NVML not available (%s): no GPU telemetry", type(exc).__name__)
 
+    def _reading(self, index: int, handle: Any) -> GpuReading:
+        nv = self._nvml
+        memory = _nvml_value(nv.nvmlDeviceGetMemoryInfo, handle)
+        rates = _nvml_value(nv.nvmlDeviceGetUtilizationRates, handle)
+        temperature = _nvml_value(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU)
+        power = _nvml_value(nv.nvmlDeviceGetPowerUsage, handle)
+        limit = _nvml_value(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
+        return GpuReading(
+            index=index,
+            name=str(_nvml_value(nv.nvmlDeviceGetName, handle) or "unknown"),
+            uuid=str(_nvml_value(nv.nvmlDeviceGetUUID, handle) or index),
+            utilization_percent=None if rates is None else float(rates.gpu),
+            memory_used_bytes=None if memory is None else int(memory.used),
+            memory_total_bytes=None if memory is None else int(memory.total),
+            temperature_c=None if temperature is None else float(temperature),
+            power_w=None if power is None else power / 1000.0,
+            power_limit_w=None if limit is None else limit / 1000.0,
+        )
+
     def read(self) -> list[GpuReading]:
         if not self.available:
             return []
-        nv = self._nvml
-        readings = []
-        for index, handle in enumerate(self._handles):
-            memory = _nvml_value(lambda h=handle: nv.nvmlDeviceGetMemoryInfo(h))
-            util = _nvml_value(lambda h=handle: nv.nvmlDeviceGetUtilizationRates(h).gpu)
-            power = _nvml_value(lambda h=handle: nv.nvmlDeviceGetPowerUsage(h))
-            limit = _nvml_value(lambda h=handle: nv.nvmlDeviceGetEnforcedPowerLimit(h))
-            readings.append(
-                GpuReading(
-                    index=index,
-                    name=str(_nvml_value(lambda h=handle: nv.nvmlDeviceGetName(h)) or "unknown"),
-                    uuid=str(_nvml_value(lambda h=handle: nv.nvmlDeviceGetUUID(h)) or index),
-                    utilization_percent=None if util is None else float(util),
-                    memory_used_bytes=None if memory is None else int(memory.used),
-                    memory_total_bytes=None if memory is None else int(memory.total),
-                    temperature_c=_nvml_value(
-                        lambda h=handle: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
-                    ),
-                    power_w=None if power is None else power / 1000.0,
-                    power_limit_w=None if limit is None else limit / 1000.0,
-                )
-            )
-        return readings
+        return [self._reading(i, h) for i, h in enumerate(self._handles)]
 
 
 class TelemetrySampler:
@@ -121,7 +118,9 @@ class TelemetrySampler:
         self.nvml = Nvml(enabled=use_gpu)
         self._inference_counter = inference_counter
         self._last_count: tuple[float, int] | None = None
-        self._history: deque[SystemSample] = deque(maxlen=int(history_minutes * 60 / interval_s) + 1)
+        self._history: deque[SystemSample] = deque(
+            maxlen=int(history_minutes * 60 / interval_s) + 1
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -33,7 +33,9 @@ class RTDetrConfig(SourceConfig):
     @model_validator(mode="after")
     def _check(self) -> RTDetrConfig:
         if self.path is None and not self.random_init:
-            raise ValueError("hf_rtdetr source needs `path` (a local directory) or `random_init: true`")
+            raise ValueError(
+                "hf_rtdetr source needs `path` (a local directory) or `random_init: true`"
+            )
         return self
 
     def build(
@@ -88,10 +90,8 @@ class RTDetrDetector(Detector):
         on_fallback: FallbackHook,
     ):
         model = _load_model(config)
-        id2label = model.config.id2label
-        self.class_names = tuple(
-            config.class_names or [id2label[i] for i in range(len(id2label))]
-        )
+        id2label: dict[int, str] = model.config.id2label  # type: ignore[union-attr,assignment]
+        self.class_names = tuple(config.class_names or [id2label[i] for i in range(len(id2label))])
         self.model = optimize_module(_LogitsAndBoxes(model), device, optimization, on_fallback)
         self.device = device
         self.optimizations = tuple(self.model.applied)
@@ -101,7 +101,9 @@ class RTDetrDetector(Detector):
 
     def prepare(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
         size = (self.size, self.size)
-        resized = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_LINEAR) for img in images])
+        resized = np.stack(
+            [cv2.resize(img, size, interpolation=cv2.INTER_LINEAR) for img in images]
+        )
         batch = torch.from_numpy(resized).to(self.device, non_blocking=True)
         batch = batch.permute(0, 3, 1, 2).to(self.model.dtype).div_(255)
         if self.model.channels_last:
@@ -110,7 +112,9 @@ class RTDetrDetector(Detector):
         return batch, sizes
 
     @torch.inference_mode()
-    def forward(self, prepared: tuple[torch.Tensor, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, prepared: tuple[torch.Tensor, np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(prepared[0])  # type: ignore[no-any-return]
 
     @torch.inference_mode()
@@ -133,5 +137,7 @@ class RTDetrDetector(Detector):
         results = []
         for rows in host_np:
             rows = rows[rows[:, 4] >= self.score_floor]
-            results.append(Detections(rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64)))
+            results.append(
+                Detections(rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64))
+            )
         return results

@@ -46,7 +46,7 @@ class HogDetector(Detector):
         self.class_names = tuple(config.class_names or ("person",))
         self._pool = ThreadPoolExecutor(config.threads or max(1, cv2.getNumberOfCPUs()))
         self._hog = cv2.HOGDescriptor()
-        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self._hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector()))
         # the margin at which sigmoid(margin) equals the floor
         floor = min(max(config.score_floor, 1e-6), 1 - 1e-6)
         self._hit_threshold = math.log(floor / (1 - floor))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Literal
 
@@ -47,7 +48,9 @@ class OnnxDetector(YoloExportDetector):
 
         if not config.path.is_file():
             raise FileNotFoundError(f"ONNX file {config.path} does not exist")
-        self.session = ort.InferenceSession(str(config.path), providers=_providers(device, on_fallback))
+        self.session = ort.InferenceSession(
+            str(config.path), providers=_providers(device, on_fallback)
+        )
         meta = self.session.get_modelmeta().custom_metadata_map
         self._setup(config, parse_names(meta.get("names")))
         self.device = torch.device("cpu")
@@ -60,10 +63,9 @@ class OnnxDetector(YoloExportDetector):
         self.input_dtype = np.float16 if "float16" in model_input.type else np.float32
         self.layout = config.layout
         if self.layout == "auto":
-            try:
+            # with dynamic output dimensions it is decided from the first real output
+            with contextlib.suppress(ValueError):
                 self.layout = infer_layout([o.shape for o in self.session.get_outputs()])
-            except ValueError:
-                pass  # dynamic output dimensions: decided from the first real output
         log.info("ONNX %s: input %s, layout %s", config.path.name, shape, self.layout)
 
     def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
@@ -73,6 +75,5 @@ class OnnxDetector(YoloExportDetector):
         step = self.fixed_batch or len(batch)
         chunks = [self._run_chunk(batch[i : i + step]) for i in range(0, len(batch), step)]
         return [
-            torch.from_numpy(np.concatenate([c[j] for c in chunks]))
-            for j in range(len(chunks[0]))
+            torch.from_numpy(np.concatenate([c[j] for c in chunks])) for j in range(len(chunks[0]))
         ]

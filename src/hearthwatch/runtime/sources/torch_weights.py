@@ -14,7 +14,9 @@ def load_state_dict(module: torch.nn.Module, weights: Path | None, random_init: 
     if weights is None:
         if not random_init:
             raise ValueError("a local weights file is required (or random_init: true)")
-        log.warning("%s is randomly initialised: its detections mean nothing", type(module).__name__)
+        log.warning(
+            "%s is randomly initialised: its detections mean nothing", type(module).__name__
+        )
         return
     if not weights.is_file():
         raise FileNotFoundError(f"weights file {weights} does not exist")

@@ -39,7 +39,9 @@ class TorchvisionConfig(SourceConfig):
                 f"known: {', '.join(detection_architectures())}"
             )
         if self.weights is None and not self.random_init:
-            raise ValueError("torchvision source needs `weights` (a local file) or `random_init: true`")
+            raise ValueError(
+                "torchvision source needs `weights` (a local file) or `random_init: true`"
+            )
         return self
 
     def build(
@@ -89,7 +91,8 @@ class TorchvisionDetector(Detector):
     def prepare(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         dtype = self.model.dtype
         return [
-            torch.from_numpy(img).to(self.device, non_blocking=True).permute(2, 0, 1).to(dtype) / 255
+            torch.from_numpy(img).to(self.device, non_blocking=True).permute(2, 0, 1).to(dtype)
+            / 255
             for img in images
         ]
 

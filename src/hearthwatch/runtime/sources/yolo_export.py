@@ -63,7 +63,9 @@ class YoloExportDetector(Detector):
     def forward(self, prepared: tuple[np.ndarray, list[LetterboxInfo]]) -> list[torch.Tensor]:
         return self.run(prepared[0])
 
-    def finish(self, outputs: Any, prepared: tuple[np.ndarray, list[LetterboxInfo]]) -> list[Detections]:
+    def finish(
+        self, outputs: Any, prepared: tuple[np.ndarray, list[LetterboxInfo]]
+    ) -> list[Detections]:
         c = self.config
         decoded = decode(outputs, self.layout, c.score_floor, c.iou_threshold, c.max_detections)
         results = []

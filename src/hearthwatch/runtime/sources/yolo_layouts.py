@@ -59,9 +59,7 @@ def decode(
         for i in range(boxes.shape[0]):
             n = int(num[i].reshape(-1)[0])
             keep = scores[i, :n] >= score_floor
-            results.append(
-                (boxes[i, :n][keep], scores[i, :n][keep], classes[i, :n][keep].long())
-            )
+            results.append((boxes[i, :n][keep], scores[i, :n][keep], classes[i, :n][keep].long()))
         return results
     (raw,) = outputs
     if layout == "end2end":
