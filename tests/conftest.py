@@ -1,21 +1,17 @@
-"""Shared test helpers: images, free ports and a real ``hearthwatch serve`` process."""
+"""Shared test helpers: images and a real ``hearthwatch serve`` process."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from hearthwatch.tuning.server_process import ServerProcess
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests build models locally; never download
 
 
@@ -36,43 +32,8 @@ def jpeg(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
     return encode(scene(width, height, seed))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``hearthwatch serve`` in a child process, configured through the environment."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {k: v for k, v in os.environ.items() if k != "HEARTHWATCH_CONFIG"}
-        full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port), "USE_GPU": "false"})
-        full_env.update(env)
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hearthwatch.cli", "serve"],
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready in {timeout_s}s: {self.log_path.read_text()[-3000:]}")
+class Server(ServerProcess):
+    """``hearthwatch serve`` on the CPU, with a helper to read its metrics."""
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
@@ -82,22 +43,13 @@ class Server:
             if line.startswith("#") or not line.startswith(name):
                 continue
             head, value = line.rsplit(" ", 1)
-            sample = head.split("{", 1)[0]
-            if sample != name:
+            if head.split("{", 1)[0] != name:
                 continue
             if all(f'{k}="{v}"' in head for k, v in labels.items()):
                 total += float(value)
                 found = True
         assert found, f"metric {name} {labels} not exposed"
         return total
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +58,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     def start(**env: str) -> Server:
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = Server(env, log)
+        server = Server({"USE_GPU": "false", **env}, log)
         servers.append(server)
         server.wait_ready()
         return server

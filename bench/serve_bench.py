@@ -1,0 +1,323 @@
+"""Serving benchmark, every figure measured side by side in one run:
+
+(a) model-only ceiling: the model's forward on prepared inputs, per batch size, no HTTP;
+(b) in-process pipeline ceiling: JPEG bytes → decode → prepare → model → post-processing at
+    the best batch size, in a tight loop, no HTTP;
+(c) hearthwatch end to end over HTTP: open-loop JPEG requests at rising rates; the knee is the
+    highest rate served at ≥ 95 % of the offered rate with no errors, and P50/P95/P99 are
+    reported at each rate and at 80 % of the knee;
+(d) the naive server (one forward per request, CPU decode, fp32) at the same rates.
+
+Writes a JSON record to bench/results/ with the device, versions, command and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from hearthwatch import __version__
+from hearthwatch.config import load_settings
+from hearthwatch.runtime.device import device_name, select_device
+from hearthwatch.runtime.images import decode_image, encode_jpeg
+from hearthwatch.runtime.optimize import OptimizationSettings
+from hearthwatch.runtime.sources.base import Detector, warmup_batch_sizes
+from hearthwatch.tuning.loadgen import open_loop, summarize
+from hearthwatch.tuning.server_process import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS: dict[str, dict[str, str]] = {
+    "rtdetr_v2_r50": {
+        "DETECTOR__TYPE": "hf_rtdetr",
+        "DETECTOR__RANDOM_INIT": "true",
+        "DETECTOR__ARCHITECTURE": "rt_detr_v2",
+        "DETECTOR__INPUT_SIZE": "640",
+    },
+    "fasterrcnn_mobilenet_320": {
+        "DETECTOR__TYPE": "torchvision",
+        "DETECTOR__RANDOM_INIT": "true",
+        "DETECTOR__ARCHITECTURE": "fasterrcnn_mobilenet_v3_large_320_fpn",
+    },
+    "hog": {"DETECTOR__TYPE": "hog"},
+}
+KNEE_SERVED_FRACTION = 0.95
+
+
+def frames(count: int, width: int, height: int) -> list[bytes]:
+    """Camera-like JPEGs: smooth noise with a few solid shapes, quality 90."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        small = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        for _ in range(6):
+            x, y = int(rng.integers(0, width - 200)), int(rng.integers(0, height - 300))
+            color = tuple(int(c) for c in rng.integers(0, 255, 3))
+            cv2.rectangle(image, (x, y), (x + 120, y + 280), color, -1)
+        out.append(encode_jpeg(image, 90))
+    return out
+
+
+def timed(fn: Any, min_seconds: float, min_runs: int = 3) -> tuple[float, int]:
+    """Seconds per call (median of runs) after one warm-up call."""
+    fn()
+    times = []
+    started = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - started < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), len(times)
+
+
+def model_only(
+    detector: Detector, image: np.ndarray, sizes: list[int], seconds: float
+) -> list[dict[str, float]]:
+    rows = []
+    for size in sizes:
+        prepared = detector.prepare([image] * size)
+        per_batch, runs = timed(lambda p=prepared: detector.forward(p), seconds)
+        rows.append(
+            {
+                "batch_size": size,
+                "batch_ms": per_batch * 1000,
+                "img_per_s": size / per_batch,
+                "runs": runs,
+            }
+        )
+        rate, ms = size / per_batch, per_batch * 1000
+        print(f"  model-only batch {size:3d}: {rate:8.1f} img/s ({ms:.1f} ms/batch)", flush=True)
+    return rows
+
+
+def pipeline(
+    detector: Detector, jpegs: list[bytes], batch: int, seconds: float, workers: int
+) -> dict[str, float]:
+    pool = ThreadPoolExecutor(workers)
+    cursor = [0]
+
+    def step() -> None:
+        chunk = [jpegs[(cursor[0] + i) % len(jpegs)] for i in range(batch)]
+        cursor[0] += batch
+        images = list(pool.map(lambda b: decode_image(b, 100_000_000), chunk))
+        detector.detect(images)
+
+    per_batch, runs = timed(step, seconds)
+    pool.shutdown()
+    return {
+        "batch_size": batch,
+        "img_per_s": batch / per_batch,
+        "batch_ms": per_batch * 1000,
+        "runs": runs,
+    }
+
+
+def sweep(
+    url: str, jpegs: list[bytes], rates: list[float], duration: float, timeout_s: float
+) -> list[dict[str, Any]]:
+    rows = []
+    for rate in rates:
+        records = asyncio.run(open_loop(url, jpegs, rate, duration, timeout_s=timeout_s))
+        summary = summarize(records, rate, duration).as_dict()
+        rows.append(summary)
+        lat = summary["latency_ms"]
+        p95 = f"{lat['p95']:.0f}" if lat["p95"] is not None else "-"
+        print(
+            f"    offered {rate:8.2f}/s  achieved {summary['achieved_rps']:8.2f}/s  p95 {p95:>7} ms"
+            f"  statuses {summary['statuses']}"
+            f"  late p99 {summary['lateness_ms'].get('p99', 0):.1f} ms",
+            flush=True,
+        )
+    return rows
+
+
+def knee(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    served = [
+        r
+        for r in rows
+        if r["ok"] == r["sent"] and r["achieved_rps"] >= KNEE_SERVED_FRACTION * r["offered_rps"]
+    ]
+    return max(served, key=lambda r: r["offered_rps"]) if served else None
+
+
+def best_throughput(rows: list[dict[str, Any]]) -> float:
+    return max((r["achieved_rps"] for r in rows), default=0.0)
+
+
+def single_requests(url: str, jpeg: bytes, count: int) -> dict[str, float]:
+    import httpx
+
+    latencies = []
+    with httpx.Client(timeout=120) as client:
+        client.post(url, content=jpeg, headers={"Content-Type": "image/jpeg"})
+        for _ in range(count):
+            t0 = time.perf_counter()
+            reply = client.post(url, content=jpeg, headers={"Content-Type": "image/jpeg"})
+            latencies.append((time.perf_counter() - t0) * 1000)
+            reply.raise_for_status()
+    p50, p95 = np.percentile(latencies, [50, 95])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "count": count}
+
+
+def versions() -> dict[str, str]:
+    import cv2 as _cv2
+    import fastapi
+    import transformers
+    import uvicorn
+
+    return {
+        "hearthwatch": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opencv": _cv2.__version__,
+        "transformers": transformers.__version__,
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", choices=sorted(PRESETS), default="rtdetr_v2_r50")
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--queue-delay-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--rates",
+        type=str,
+        default="0.25,0.5,0.75,0.9,1.0,1.25",
+        help="offered rates as fractions of the in-process pipeline ceiling",
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per offered rate")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing per in-process point")
+    parser.add_argument("--use-gpu", choices=["true", "false"], default="true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    env = {
+        **PRESETS[args.model],
+        "USE_GPU": args.use_gpu,
+        "WARMUP": "true",
+        "LOG_LEVEL": "warning",
+        "MAX_QUEUE_SIZE": "4096",
+        "REQUEST_TIMEOUT_MS": "30000",
+    }
+    settings = load_settings(environ=env).settings
+    device = select_device(settings.use_gpu)
+    optimization = OptimizationSettings(
+        settings.precision, settings.channels_last, settings.cudnn_benchmark, settings.torch_compile
+    )
+    detector = settings.detector.build(
+        device, optimization, lambda name, reason: print(f"fallback {name}: {reason}")
+    )
+    jpegs = frames(16, args.width, args.height)
+    image = decode_image(jpegs[0], 100_000_000)
+    workers = os.cpu_count() or 2
+    print(
+        f"{args.model} on {device_name(device)}; optimizations {detector.optimizations}", flush=True
+    )
+
+    print("(a) model-only ceiling", flush=True)
+    sizes = warmup_batch_sizes(args.max_batch)
+    model_rows = model_only(detector, image, sizes, args.seconds)
+    best = max(model_rows, key=lambda r: r["img_per_s"])
+    print("(b) in-process pipeline ceiling", flush=True)
+    pipe = pipeline(detector, jpegs, int(best["batch_size"]), args.seconds, workers)
+    print(f"  pipeline batch {pipe['batch_size']}: {pipe['img_per_s']:.1f} img/s", flush=True)
+    applied = list(detector.optimizations)
+    del detector  # the servers below load their own copies
+    rates = [round(float(f) * pipe["img_per_s"], 3) for f in args.rates.split(",")]
+    timeout_s = 60.0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server_env = {
+            **env,
+            "MAX_BATCH_SIZE": str(int(best["batch_size"])),
+            "MAX_QUEUE_DELAY_MS": str(args.queue_delay_ms),
+        }
+        print(f"(c) hearthwatch over HTTP, max batch {best['batch_size']}", flush=True)
+        with ServerProcess(server_env, Path(tmp) / "hearthwatch.log") as server:
+            url = f"{server.url}/detect"
+            single = single_requests(url, jpegs[0], 20)
+            hw_rows = sweep(url, jpegs, rates, args.duration, timeout_s)
+            hw_knee = knee(hw_rows)
+            at_80 = None
+            if hw_knee is not None:
+                rate_80 = round(0.8 * hw_knee["offered_rps"], 3)
+                at_80 = sweep(url, jpegs, [rate_80], args.duration, timeout_s)[0]
+        print("(d) naive server over HTTP", flush=True)
+        naive_cmd = [sys.executable, str(ROOT / "bench" / "naive_server.py")]
+        with ServerProcess(
+            env, Path(tmp) / "naive.log", command=naive_cmd, ready_path="/health"
+        ) as naive:
+            naive_rows = sweep(f"{naive.url}/detect", jpegs, rates, args.duration, timeout_s)
+    naive_knee = knee(naive_rows)
+
+    def knee_rate(k: dict[str, Any] | None) -> float:
+        return float(k["achieved_rps"]) if k else 0.0
+
+    ratios = {
+        "pipeline_over_model_only": pipe["img_per_s"] / best["img_per_s"],
+        "hearthwatch_knee_over_pipeline": knee_rate(hw_knee) / pipe["img_per_s"],
+        "hearthwatch_knee_over_naive_knee": (knee_rate(hw_knee) / knee_rate(naive_knee))
+        if naive_knee
+        else None,
+        "hearthwatch_peak_over_naive_peak": best_throughput(hw_rows)
+        / max(best_throughput(naive_rows), 1e-9),
+        "single_request_p50_minus_model_batch1_ms": single["p50_ms"] - model_rows[0]["batch_ms"],
+    }
+    record = {
+        "benchmark": "serve_bench",
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": device_name(device),
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+        "versions": versions(),
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": args.model,
+        "model_env": PRESETS[args.model],
+        "optimizations": applied,
+        "input": {"width": args.width, "height": args.height, "format": "jpeg", "quality": 90},
+        "model_only": model_rows,
+        "pipeline_in_process": pipe,
+        "hearthwatch": {
+            "single_request": single,
+            "sweep": hw_rows,
+            "knee": hw_knee,
+            "at_80pct_of_knee": at_80,
+            "max_batch_size": best["batch_size"],
+            "max_queue_delay_ms": args.queue_delay_ms,
+        },
+        "naive": {"sweep": naive_rows, "knee": naive_knee},
+        "ratios": ratios,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = "gpu" if device.type == "cuda" else "cpu"
+    path = args.out / f"serve_bench_{args.model}_{tag}_{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(ratios, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Measuring a running server: starting one as a child process, open-loop load generation."""

@@ -1,0 +1,82 @@
+"""A server in a child process, started from a command and an environment, ready-checked over
+HTTP and stopped cleanly; used by the benchmarks, the tuner and the tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+HEARTHWATCH_SERVE = (sys.executable, "-m", "hearthwatch.cli", "serve")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``command`` runs with ``env`` on top of this process's environment, plus HOST and PORT."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        command: Sequence[str] = HEARTHWATCH_SERVE,
+        ready_path: str = "/v2/health/ready",
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.ready_path = ready_path
+        full_env = {k: v for k, v in os.environ.items() if k != "HEARTHWATCH_CONFIG"}
+        full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port)})
+        full_env.update(env)
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            list(command), env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout_s: float = 300.0) -> ServerProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        log_tail = self.log_path.read_text()[-3000:]
+        raise RuntimeError(f"server not ready in {timeout_s:.0f}s: {log_tail}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self.wait_ready()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
