@@ -9,6 +9,7 @@ import pytest
 
 from hearthwatch.runtime.batcher import (
     BatchingConfig,
+    BatchResult,
     DeadlineExceededError,
     DynamicBatcher,
     QueueFullError,
@@ -46,6 +47,15 @@ def make(recorder: Recorder, **config: float) -> DynamicBatcher[int, int]:
     batcher: DynamicBatcher[int, int] = DynamicBatcher(recorder, BatchingConfig(**config))  # type: ignore[arg-type]
     batcher.start()
     return batcher
+
+
+async def occupy_worker(
+    batcher: DynamicBatcher[int, int], rec: Recorder
+) -> asyncio.Future[BatchResult[int]]:
+    """Submit request 0 and return once the held worker is running it."""
+    running = asyncio.ensure_future(batcher.submit(0, 5))
+    await asyncio.to_thread(rec.entered.wait, 5)
+    return running
 
 
 def test_concurrent_requests_are_grouped_up_to_max_batch() -> None:
@@ -113,8 +123,7 @@ def test_a_full_queue_rejects_with_retry_after_and_accepted_work_completes() -> 
     batcher = make(rec, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2)
 
     async def main() -> tuple[list[int], list[QueueFullError]]:
-        running = asyncio.ensure_future(batcher.submit(0, 5))
-        await asyncio.to_thread(rec.entered.wait, 5)  # the worker holds request 0
+        running = await occupy_worker(batcher, rec)  # the worker holds request 0
         queued = [asyncio.ensure_future(batcher.submit(i, 5)) for i in (1, 2)]
         await asyncio.sleep(0.01)
         rejected = []
@@ -138,8 +147,7 @@ def test_an_expired_deadline_is_answered_and_never_run() -> None:
     batcher = make(rec, max_batch_size=1, max_queue_delay_ms=0)
 
     async def main() -> float:
-        running = asyncio.ensure_future(batcher.submit(0, 5))
-        await asyncio.to_thread(rec.entered.wait, 5)
+        running = await occupy_worker(batcher, rec)
         started = time.monotonic()
         with pytest.raises(DeadlineExceededError):
             await batcher.submit(1, 0.05)
@@ -173,8 +181,7 @@ def test_a_cancelled_caller_is_dropped_from_the_queue() -> None:
     batcher = make(rec, max_batch_size=1, max_queue_delay_ms=0)
 
     async def main() -> None:
-        running = asyncio.ensure_future(batcher.submit(0, 5))
-        await asyncio.to_thread(rec.entered.wait, 5)
+        running = await occupy_worker(batcher, rec)
         waiting = asyncio.ensure_future(batcher.submit(1, 5))
         await asyncio.sleep(0.01)
         waiting.cancel()
@@ -214,8 +221,7 @@ def test_oldest_requests_are_served_first() -> None:
     batcher = make(rec, max_batch_size=2, max_queue_delay_ms=0)
 
     async def main() -> None:
-        first = asyncio.ensure_future(batcher.submit(0, 5))
-        await asyncio.to_thread(rec.entered.wait, 5)
+        first = await occupy_worker(batcher, rec)
         rest = []
         for i in range(1, 6):
             rest.append(asyncio.ensure_future(batcher.submit(i, 5)))

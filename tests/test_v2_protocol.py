@@ -247,48 +247,40 @@ def test_malformed_requests_get_400_naming_the_problem(
     assert fragment in reply.json()["error"]
 
 
-def test_binary_sizes_must_match_the_body(hog_server: Server) -> None:
+def _binary_request(
+    name: str, datatype: str, shape: list[int], size: int, payload: bytes
+) -> tuple[bytes, dict[str, str]]:
     header = _header(
         [
             {
-                "name": "IMAGE",
-                "datatype": "BYTES",
-                "shape": [1, 1],
-                "parameters": {"binary_data_size": 50},
+                "name": name,
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {"binary_data_size": size},
             }
         ]
     )
-    short = _post(
-        hog_server,
-        header + b"\x05\x00\x00\x00abc",
-        {"Inference-Header-Content-Length": str(len(header))},
-    )
-    assert short.status_code == 400 and "runs past the end" in short.json()["error"]
-    header = _header(
-        [
-            {
-                "name": "IMAGE_RGB",
-                "datatype": "UINT8",
-                "shape": [1, 2, 2, 3],
-                "parameters": {"binary_data_size": 5},
-            }
-        ]
-    )
-    wrong = _post(
-        hog_server, header + b"\x00" * 5, {"Inference-Header-Content-Length": str(len(header))}
-    )
-    assert wrong.status_code == 400 and "do not fill shape" in wrong.json()["error"]
-    header = _header(
-        [
-            {
-                "name": "IMAGE",
-                "datatype": "BYTES",
-                "shape": [1, 1],
-                "parameters": {"binary_data_size": 4},
-            }
-        ]
-    )
-    spare = _post(
-        hog_server, header + b"\x00" * 9, {"Inference-Header-Content-Length": str(len(header))}
-    )
-    assert spare.status_code == 400 and "not claimed" in spare.json()["error"]
+    return header + payload, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype", "shape", "size", "payload", "fragment"),
+    [
+        ("IMAGE", "BYTES", [1, 1], 50, b"\x05\x00\x00\x00abc", "runs past the end"),
+        ("IMAGE_RGB", "UINT8", [1, 2, 2, 3], 5, b"\x00" * 5, "do not fill shape"),
+        ("IMAGE", "BYTES", [1, 1], 4, b"\x00" * 9, "not claimed"),
+        ("IMAGE", "BYTES", [1, 1], 6, b"\x09\x00\x00\x00ab", "runs past the data"),
+    ],
+)
+def test_binary_sizes_must_match_the_body(
+    hog_server: Server,
+    name: str,
+    datatype: str,
+    shape: list[int],
+    size: int,
+    payload: bytes,
+    fragment: str,
+) -> None:
+    body, headers = _binary_request(name, datatype, shape, size, payload)
+    reply = _post(hog_server, body, headers)
+    assert reply.status_code == 400 and fragment in reply.json()["error"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from hearthwatch.api.body import read_images
@@ -29,6 +30,7 @@ AllClasses = Annotated[
     bool, Query(description="Return every class, not only the security classes.")
 ]
 TimeoutMs = Annotated[float | None, Query(gt=0.0, description="Deadline for this request.")]
+ModelName = Annotated[str | None, Query(description="Served model; default the detector.")]
 
 
 def services_of(request: Request) -> Services:
@@ -72,8 +74,47 @@ def image_result(
     }
 
 
-def _model_for(services: Services, model_name: str | None) -> ServedModel:
-    return services.model(model_name or services.settings.model_name)
+@dataclass(frozen=True)
+class DetectQuery:
+    """The query parameters both detect routes take."""
+
+    confidence: Confidence = None
+    all_classes: AllClasses = False
+    timeout_ms: TimeoutMs = None
+    model: ModelName = None
+
+
+async def _detect(
+    request: Request, query: DetectQuery, field: str, route: str
+) -> tuple[ServedModel, list[dict[str, Any]], float]:
+    """Read, decode and detect every image of the request, each queued on its own."""
+    started = time.monotonic()
+    services = services_of(request)
+    served = services.model(query.model or services.settings.model_name)
+    settings = services.settings
+    payloads = await read_images(request, settings.max_body_bytes, field)
+    single = route == "detect"
+    if single and len(payloads) != 1:
+        raise ApiError(400, f"/detect takes one image, got {len(payloads)}; use /detect/batch")
+    images = await asyncio.gather(
+        *(
+            services.decode(served, data, None if single else f"{field}[{i}]")
+            for i, data in enumerate(payloads)
+        )
+    )
+    decode_s = time.monotonic() - started
+    timeout_s = (query.timeout_ms or settings.request_timeout_ms) / 1000
+    outcomes = await served.infer_many(images, timeout_s)
+    total = time.monotonic() - started
+    threshold = (
+        settings.detection_confidence_threshold if query.confidence is None else query.confidence
+    )
+    results = [
+        image_result(served, services, img, out, threshold, query.all_classes, decode_s, total)
+        for img, out in zip(images, outcomes, strict=True)
+    ]
+    services.metrics.request_duration.labels(served.name, route).observe(total)
+    return served, results, total
 
 
 @router.post(
@@ -82,32 +123,9 @@ def _model_for(services: Services, model_name: str | None) -> ServedModel:
     responses={200: {"model": DetectResponse}, **ERROR_RESPONSES},
     summary="Detect objects in one image (raw body or a multipart file).",
 )
-async def detect(
-    request: Request,
-    confidence: Confidence = None,
-    all_classes: AllClasses = False,
-    timeout_ms: TimeoutMs = None,
-    model: Annotated[str | None, Query(description="Served model; default the detector.")] = None,
-) -> JSONResponse:
-    started = time.monotonic()
-    services = services_of(request)
-    served = _model_for(services, model)
-    settings = services.settings
-    images = await read_images(request, settings.max_body_bytes, "image")
-    if len(images) != 1:
-        raise ApiError(400, f"/detect takes one image, got {len(images)}; use /detect/batch")
-    image = await services.decode(served, images[0])
-    decoded = time.monotonic()
-    timeout_s = (timeout_ms or settings.request_timeout_ms) / 1000
-    outcome = await served.infer(image, timeout_s)
-    total = time.monotonic() - started
-    threshold = settings.detection_confidence_threshold if confidence is None else confidence
-    body = image_result(
-        served, services, image, outcome, threshold, all_classes, decoded - started, total
-    )
-    body["model"] = served.name
-    services.metrics.request_duration.labels(served.name, "detect").observe(total)
-    return JSONResponse(body)
+async def detect(request: Request, query: Annotated[DetectQuery, Depends()]) -> JSONResponse:
+    served, results, _ = await _detect(request, query, "image", "detect")
+    return JSONResponse({**results[0], "model": served.name})
 
 
 @router.post(
@@ -116,31 +134,8 @@ async def detect(
     responses={200: {"model": DetectBatchResponse}, **ERROR_RESPONSES},
     summary="Detect objects in several images (multipart files, e.g. -F images=@a.jpg).",
 )
-async def detect_batch(
-    request: Request,
-    confidence: Confidence = None,
-    all_classes: AllClasses = False,
-    timeout_ms: TimeoutMs = None,
-    model: Annotated[str | None, Query(description="Served model; default the detector.")] = None,
-) -> JSONResponse:
-    started = time.monotonic()
-    services = services_of(request)
-    served = _model_for(services, model)
-    settings = services.settings
-    payloads = await read_images(request, settings.max_body_bytes, "images")
-    images = await asyncio.gather(
-        *(services.decode(served, p, f"images[{i}]") for i, p in enumerate(payloads))
-    )
-    decoded = time.monotonic()
-    timeout_s = (timeout_ms or settings.request_timeout_ms) / 1000
-    outcomes = await served.infer_many(images, timeout_s)
-    total = time.monotonic() - started
-    threshold = settings.detection_confidence_threshold if confidence is None else confidence
-    results = [
-        image_result(served, services, img, out, threshold, all_classes, decoded - started, total)
-        for img, out in zip(images, outcomes, strict=True)
-    ]
-    services.metrics.request_duration.labels(served.name, "detect_batch").observe(total)
+async def detect_batch(request: Request, query: Annotated[DetectQuery, Depends()]) -> JSONResponse:
+    served, results, total = await _detect(request, query, "images", "detect_batch")
     return JSONResponse(
         {"model": served.name, "results": results, "total_ms": round(total * 1000, 3)}
     )
