@@ -35,7 +35,6 @@ from hearthwatch import __version__
 from hearthwatch.config import load_settings
 from hearthwatch.runtime.device import device_name, select_device
 from hearthwatch.runtime.images import decode_image, encode_jpeg
-from hearthwatch.runtime.optimize import OptimizationSettings
 from hearthwatch.runtime.sources.base import Detector, warmup_batch_sizes
 from hearthwatch.tuning.loadgen import open_loop, summarize
 from hearthwatch.tuning.server_process import ServerProcess
@@ -224,11 +223,8 @@ def main() -> int:
     }
     settings = load_settings(environ=env).settings
     device = select_device(settings.use_gpu)
-    optimization = OptimizationSettings(
-        settings.precision, settings.channels_last, settings.cudnn_benchmark, settings.torch_compile
-    )
     detector = settings.detector.build(
-        device, optimization, lambda name, reason: print(f"fallback {name}: {reason}")
+        device, settings.optimization(), lambda name, reason: print(f"fallback {name}: {reason}")
     )
     jpegs = frames(16, args.width, args.height)
     image = decode_image(jpegs[0], 100_000_000)

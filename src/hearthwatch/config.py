@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hearthwatch.runtime.optimize import OptimizationSettings
 from hearthwatch.runtime.sources.registry import HogConfig, ModelSourceConfig
 
 CONFIG_FILE_ENV = "HEARTHWATCH_CONFIG"
@@ -60,6 +61,11 @@ class Settings(BaseModel):
 
     gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
+
+    def optimization(self) -> OptimizationSettings:
+        return OptimizationSettings(
+            self.precision, self.channels_last, self.cudnn_benchmark, self.torch_compile
+        )
 
 
 @dataclass(frozen=True)

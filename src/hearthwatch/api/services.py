@@ -13,15 +13,19 @@ import torch
 from hearthwatch.api.errors import ApiError, image_error
 from hearthwatch.config import Settings
 from hearthwatch.runtime.batcher import BatchingConfig
-from hearthwatch.runtime.detections import SECURITY_CLASSES, class_ids_named
+from hearthwatch.runtime.detections import class_ids_named
 from hearthwatch.runtime.device import select_device
 from hearthwatch.runtime.images import ImageError, decode_image
 from hearthwatch.runtime.metrics import ServingMetrics
-from hearthwatch.runtime.optimize import OptimizationSettings
 from hearthwatch.runtime.served_model import ServedModel
+from hearthwatch.runtime.stats import ModelStats
 from hearthwatch.runtime.telemetry import TelemetrySampler
 
 log = logging.getLogger(__name__)
+
+SECURITY_CLASSES = frozenset(
+    {"person", "car", "truck", "dog", "cat", "bird", "bicycle", "motorcycle", "bus"}
+)
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Services:
     metrics: ServingMetrics
     decode_pool: ThreadPoolExecutor
     models: dict[str, ServedModel] = field(default_factory=dict)
+    _security_ids: dict[str, frozenset[int]] = field(default_factory=dict)
 
     def model(self, name: str) -> ServedModel:
         try:
@@ -41,7 +46,12 @@ class Services:
             raise ApiError(404, f"unknown model '{name}'; served models: {known}") from None
 
     def security_class_ids(self, model: ServedModel) -> frozenset[int]:
-        return class_ids_named(model.detector.class_names, SECURITY_CLASSES)
+        """Indices of the model's classes that the security application reports by default."""
+        ids = self._security_ids.get(model.name)
+        if ids is None:
+            ids = class_ids_named(model.detector.class_names, SECURITY_CLASSES)
+            self._security_ids[model.name] = ids
+        return ids
 
     async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> np.ndarray:
         """Decode on the decode pool; bad input counts as a BAD_INPUT failure of ``model``."""
@@ -53,9 +63,6 @@ class Services:
         except ImageError as exc:
             model.stats.record_failure("BAD_INPUT", 0.0)
             raise image_error(exc, label) from None
-
-    def total_inferences(self) -> int:
-        return sum(m.stats.inference_count for m in self.models.values())
 
     def start(self) -> None:
         self.telemetry.start()
@@ -74,7 +81,7 @@ def build_services(settings: Settings) -> Services:
     device = select_device(settings.use_gpu)
     models: dict[str, ServedModel] = {}
 
-    def pending() -> list[tuple[object, int]]:
+    def pending() -> list[tuple[ModelStats, int]]:
         return [(m.stats, m.batcher.pending) for m in models.values()]
 
     telemetry = TelemetrySampler(
@@ -83,16 +90,13 @@ def build_services(settings: Settings) -> Services:
         use_gpu=settings.use_gpu,
         inference_counter=lambda: sum(m.stats.inference_count for m in models.values()),
     )
-    metrics = ServingMetrics(pending, telemetry.latest)  # type: ignore[arg-type]
-    optimization = OptimizationSettings(
-        settings.precision, settings.channels_last, settings.cudnn_benchmark, settings.torch_compile
-    )
+    metrics = ServingMetrics(pending, telemetry.latest)
     name = settings.model_name
 
     def on_fallback(pass_name: str, reason: str) -> None:
         metrics.optimization_fallbacks.labels(name, pass_name).inc()
 
-    detector = settings.detector.build(device, optimization, on_fallback)
+    detector = settings.detector.build(device, settings.optimization(), on_fallback)
     batching = BatchingConfig(
         settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size
     )

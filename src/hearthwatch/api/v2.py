@@ -84,14 +84,14 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": True})
 
 
-def model_ready(request: Request, name: str, version: str | None = None) -> JSONResponse:
+async def model_ready(request: Request, name: str, version: str | None = None) -> JSONResponse:
     model = _versioned(services_of(request), name, version)
     if not model.ready:
         return JSONResponse({"error": f"model '{name}' is not ready"}, 503)
     return JSONResponse({"name": name, "ready": True})
 
 
-def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+async def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
     model = _versioned(services_of(request), name, version)
 
     def tensors(specs: dict[str, tuple[str, list[int]]]) -> list[dict[str, Any]]:
@@ -106,7 +106,7 @@ def model_metadata(request: Request, name: str, version: str | None = None) -> d
     }
 
 
-def model_config(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+async def model_config(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
     services = services_of(request)
     model = _versioned(services, name, version)
     batching = model.batching
@@ -146,7 +146,7 @@ def model_config(request: Request, name: str, version: str | None = None) -> dic
     }
 
 
-def model_stats(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+async def model_stats(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
     model = _versioned(services_of(request), name, version)
     return {"model_stats": [model.stats.triton_stats()]}
 
@@ -219,7 +219,7 @@ async def _images(services: Services, model: ServedModel, tensor: InputTensor) -
         height, width = tensor.shape[1:3]
         if height * width > services.settings.max_image_pixels:
             raise ApiError(413, f"images of {width}x{height} are over the pixel limit")
-        return list(tensor.data)
+        return [np.array(image) for image in tensor.data]  # writable copies of the body
     encoded = tensor.data.reshape(-1)
     return list(
         await asyncio.gather(

@@ -20,10 +20,6 @@ COCO_80 = (
     "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
 
-SECURITY_CLASSES = frozenset(
-    {"person", "car", "truck", "dog", "cat", "bird", "bicycle", "motorcycle", "bus"}
-)
-
 
 @dataclass(frozen=True)
 class Detections:
