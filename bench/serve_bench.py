@@ -27,16 +27,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from hearthwatch import __version__
 from hearthwatch.config import load_settings
 from hearthwatch.runtime.device import device_name, select_device
-from hearthwatch.runtime.images import decode_image, encode_jpeg
+from hearthwatch.runtime.images import decode_image
 from hearthwatch.runtime.sources.base import Detector, warmup_batch_sizes
-from hearthwatch.tuning.loadgen import open_loop, summarize
+from hearthwatch.tuning.frames import synthetic_frames
+from hearthwatch.tuning.loadgen import Payload, image_payloads, open_loop, summarize
 from hearthwatch.tuning.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,21 +55,6 @@ PRESETS: dict[str, dict[str, str]] = {
     "hog": {"DETECTOR__TYPE": "hog"},
 }
 KNEE_SERVED_FRACTION = 0.95
-
-
-def frames(count: int, width: int, height: int) -> list[bytes]:
-    """Camera-like JPEGs: smooth noise with a few solid shapes, quality 90."""
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(count):
-        small = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
-        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-        for _ in range(6):
-            x, y = int(rng.integers(0, width - 200)), int(rng.integers(0, height - 300))
-            color = tuple(int(c) for c in rng.integers(0, 255, 3))
-            cv2.rectangle(image, (x, y), (x + 120, y + 280), color, -1)
-        out.append(encode_jpeg(image, 90))
-    return out
 
 
 def timed(fn: Any, min_seconds: float, min_runs: int = 3) -> tuple[float, int]:
@@ -129,11 +114,11 @@ def pipeline(
 
 
 def sweep(
-    url: str, jpegs: list[bytes], rates: list[float], duration: float, timeout_s: float
+    url: str, payloads: list[Payload], rates: list[float], duration: float, timeout_s: float
 ) -> list[dict[str, Any]]:
     rows = []
     for rate in rates:
-        records = asyncio.run(open_loop(url, jpegs, rate, duration, timeout_s=timeout_s))
+        records = asyncio.run(open_loop(url, payloads, rate, duration, timeout_s=timeout_s))
         summary = summarize(records, rate, duration).as_dict()
         rows.append(summary)
         lat = summary["latency_ms"]
@@ -226,7 +211,8 @@ def main() -> int:
     detector = settings.detector.build(
         device, settings.optimization(), lambda name, reason: print(f"fallback {name}: {reason}")
     )
-    jpegs = frames(16, args.width, args.height)
+    jpegs = synthetic_frames(16, args.width, args.height)
+    payloads = image_payloads(jpegs)
     image = decode_image(jpegs[0], 100_000_000)
     workers = os.cpu_count() or 2
     print(
@@ -255,18 +241,18 @@ def main() -> int:
         with ServerProcess(server_env, Path(tmp) / "hearthwatch.log") as server:
             url = f"{server.url}/detect"
             single = single_requests(url, jpegs[0], 20)
-            hw_rows = sweep(url, jpegs, rates, args.duration, timeout_s)
+            hw_rows = sweep(url, payloads, rates, args.duration, timeout_s)
             hw_knee = knee(hw_rows)
             at_80 = None
             if hw_knee is not None:
                 rate_80 = round(0.8 * hw_knee["offered_rps"], 3)
-                at_80 = sweep(url, jpegs, [rate_80], args.duration, timeout_s)[0]
+                at_80 = sweep(url, payloads, [rate_80], args.duration, timeout_s)[0]
         print("(d) naive server over HTTP", flush=True)
         naive_cmd = [sys.executable, str(ROOT / "bench" / "naive_server.py")]
         with ServerProcess(
             env, Path(tmp) / "naive.log", command=naive_cmd, ready_path="/health"
         ) as naive:
-            naive_rows = sweep(f"{naive.url}/detect", jpegs, rates, args.duration, timeout_s)
+            naive_rows = sweep(f"{naive.url}/detect", payloads, rates, args.duration, timeout_s)
     naive_knee = knee(naive_rows)
 
     def knee_rate(k: dict[str, Any] | None) -> float:

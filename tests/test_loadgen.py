@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -13,9 +14,19 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Response
 
-from hearthwatch.tuning.loadgen import open_loop, schedule, summarize
+from hearthwatch.tuning.loadgen import (
+    burst,
+    closed_loop,
+    image_payloads,
+    open_loop,
+    schedule,
+    summarize,
+)
+from hearthwatch.tuning.loadtest import PROFILES, LoadTestPlan, run_load_test
+from hearthwatch.tuning.report import write_load_report
 
 DELAY_S = 0.05
+BODY = image_payloads([b"x"], "application/octet-stream")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +71,7 @@ def test_schedules_hold_the_rate() -> None:
 
 
 def test_known_delay_is_reproduced_at_the_offered_rate(delay_server: str) -> None:
-    records = asyncio.run(open_loop(f"{delay_server}/sleep", [b"x"], rate=40, duration_s=2))
+    records = asyncio.run(open_loop(f"{delay_server}/sleep", BODY, rate=40, duration_s=2))
     summary = summarize(records, 40, 2)
     assert summary.sent == summary.ok == 80
     latency = summary.latency_ms
@@ -71,7 +82,50 @@ def test_known_delay_is_reproduced_at_the_offered_rate(delay_server: str) -> Non
 
 
 def test_rejections_are_counted_not_hidden(delay_server: str) -> None:
-    records = asyncio.run(open_loop(f"{delay_server}/busy", [b"x"], rate=50, duration_s=1))
+    records = asyncio.run(open_loop(f"{delay_server}/busy", BODY, rate=50, duration_s=1))
     summary = summarize(records, 50, 1)
     assert summary.statuses == {"200": 25, "503": 25}
     assert summary.ok == 25
+
+
+def test_burst_sends_everything_at_once(delay_server: str) -> None:
+    records = asyncio.run(burst(f"{delay_server}/sleep", BODY, 20))
+    assert len(records) == 20 and all(r.status == 200 for r in records)
+    assert max(r.sent_s for r in records) < 0.05  # all left together
+    assert max(r.done_s for r in records) < DELAY_S + 0.1  # and were served in parallel
+
+
+def test_closed_loop_keeps_the_concurrency(delay_server: str) -> None:
+    records = asyncio.run(closed_loop(f"{delay_server}/sleep", BODY, concurrency=4, count=20))
+    assert len(records) == 20
+    elapsed = max(r.done_s for r in records)
+    assert 5 * DELAY_S <= elapsed < 5 * DELAY_S + 0.15  # 20 requests, 4 at a time
+    timed = asyncio.run(closed_loop(f"{delay_server}/sleep", BODY, concurrency=2, duration_s=0.5))
+    assert 8 <= len(timed) <= 22
+    with pytest.raises(ValueError, match="exactly one"):
+        asyncio.run(closed_loop(f"{delay_server}/sleep", BODY, concurrency=2))
+
+
+def test_profiles_verdicts_and_report_against_known_delays(delay_server: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    plan = LoadTestPlan(
+        p95_sla_ms=DELAY_S * 1000 + 40, single_count=5, burst_size=8, rate=20, duration_s=1,
+        sweep_start_rate=10, sweep_growth=2, sweep_max_steps=3,
+    )  # fmt: skip
+    results = run_load_test(f"{delay_server}/sleep", BODY, PROFILES, plan)
+    by_name = {r.name: r for r in results}
+    assert all(r.passed for r in results), [(r.name, r.summary) for r in results]
+    single = by_name["single"].summary.latency_ms
+    assert DELAY_S * 1000 <= single["p50"] < DELAY_S * 1000 + 25  # type: ignore[operator]
+    sweep = by_name["sweep"]
+    assert [round(s.summary.offered_rps) for s in sweep.steps] == [10, 20, 40]
+    assert "never broke" in sweep.note
+    strict = LoadTestPlan(p95_sla_ms=DELAY_S * 1000 / 2, rate=20, duration_s=1)
+    failed = run_load_test(f"{delay_server}/sleep", BODY, ["sustained"], strict)[0]
+    assert not failed.passed  # the injected 50 ms breaks a 25 ms SLA
+    rejected = run_load_test(f"{delay_server}/busy", BODY, ["burst"], plan)[0]
+    assert not rejected.passed and rejected.summary.statuses["503"] > 0
+    files = write_load_report(results, tmp_path, plan.p95_sla_ms, {"target": delay_server})
+    assert files["sweep"].stat().st_size > 10_000
+    assert json.loads(files["json"].read_text())["profiles"][3]["steps"]
+    with pytest.raises(ValueError, match="unknown profile"):
+        run_load_test(f"{delay_server}/sleep", BODY, ["soak"], plan)

@@ -1,4 +1,4 @@
-"""``hearthwatch <command>``: serve, config, detect, gpu."""
+"""``hearthwatch <command>``: serve, config, detect, gpu, tune, loadtest."""
 
 from __future__ import annotations
 
@@ -87,6 +87,139 @@ def cmd_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _ints(text: str) -> list[int]:
+    values = _floats(text)
+    if any(v != int(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return [int(v) for v in values]
+
+
+def _images(args: argparse.Namespace) -> list[bytes]:
+    from hearthwatch.tuning.frames import synthetic_frames
+
+    if args.images:
+        return [Path(p).read_bytes() for p in args.images]
+    return synthetic_frames(8, args.width, args.height)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    settings = loaded.settings
+    path = Path(args.output) if args.output else settings.tuned_config_file
+    if args.show:
+        return _show_tuned(loaded, path)
+
+    import tempfile
+    from datetime import UTC, datetime
+
+    from hearthwatch.tuning.choice import choose
+    from hearthwatch.tuning.loadgen import image_payloads
+    from hearthwatch.tuning.report import plot_tuning
+    from hearthwatch.tuning.tuner import SweepPlan, run_sweep, write_tuned
+
+    plan = SweepPlan(
+        tuple(args.batch_sizes), tuple(args.queue_delays_ms), args.duration, args.warmup
+    )
+    env = {"LOG_LEVEL": "warning"}  # the sweep's batching goes in by environment, above the file
+    if args.config:
+        env["HEARTHWATCH_CONFIG"] = str(Path(args.config).resolve())
+    payloads = image_payloads(_images(args))
+    with tempfile.TemporaryDirectory() as logs:
+        points = run_sweep(env, payloads, plan, Path(logs))
+    choice = choose(points, args.p95_sla_ms, args.memory_reserve_percent)
+    print(f"choice: {choice.point}\nrule: {choice.reason}")
+    report_dir = Path(args.report)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "p95_sla_ms": args.p95_sla_ms,
+        "memory_reserve_percent": args.memory_reserve_percent,
+        "detector": settings.detector.type,
+        "images": len(payloads),
+    }
+    report = {
+        **meta,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": settings.model_name,
+        "choice": None if choice.point is None else choice.point.__dict__,
+        "reason": choice.reason,
+        "sweep": [p.__dict__ for p in points],
+    }
+    (report_dir / "tune_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_tuning(points, choice, args.p95_sla_ms, report_dir / "tune.png")
+    print(f"report in {report_dir}")
+    if choice.point is None:
+        print("hearthwatch: nothing written: no configuration met the rule", file=sys.stderr)
+        return 1
+    write_tuned(path, settings.model_name, choice, points, meta)
+    print(f"wrote {path}; `hearthwatch serve` applies it at start")
+    return 0
+
+
+def _show_tuned(loaded: LoadedSettings, path: Path) -> int:
+    from hearthwatch.config import TUNED_KEYS, read_tuned
+
+    entry = read_tuned(path).get("models", {}).get(loaded.settings.model_name)
+    if entry is None:
+        print(f"no tuned configuration for {loaded.settings.model_name} in {path}")
+    else:
+        measured = entry.get("measured", {})
+        print(f"{path} ({entry.get('tuned_at', '?')}): {entry.get('reason', '')}")
+        print(f"  measured: {json.dumps(measured)}")
+    for row in loaded.describe():
+        if row.name in TUNED_KEYS:
+            print(f"{row.name} = {row.value}  ({row.source})")
+    return 0
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from hearthwatch.tuning.loadtest import LoadTestPlan, route_target, run_load_test
+    from hearthwatch.tuning.report import write_load_report
+
+    plan = LoadTestPlan(
+        p95_sla_ms=args.p95_sla_ms,
+        single_count=args.single_count,
+        burst_size=args.burst,
+        rate=args.rate,
+        duration_s=args.duration,
+        arrival=args.arrival,
+        sweep_start_rate=args.sweep_start,
+        sweep_growth=args.sweep_growth,
+        sweep_max_steps=args.sweep_steps,
+    )
+    url, payloads = route_target(args.url, args.route, _images(args), args.model)
+    results = run_load_test(url, payloads, args.profiles, plan)
+    meta = {"target": url, "route": args.route, "arrival": args.arrival, "images": len(payloads)}
+    files = write_load_report(results, Path(args.out), args.p95_sla_ms, meta)
+    for result in results:
+        lat = result.summary.latency_ms
+        p95 = "-" if lat["p95"] is None else f"{lat['p95']:.1f}"
+        verdict = "PASS" if result.passed else "FAIL"
+        rate, statuses = result.summary.achieved_rps, result.summary.statuses
+        note = f"  {result.note}" if result.note else ""
+        print(
+            f"{result.name:10s} {verdict}  {rate:8.2f}/s  p95 {p95} ms  statuses {statuses}{note}"
+        )
+        if result.summary.fell_behind or any(s.summary.fell_behind for s in result.steps):
+            print(f"warning: the load generator fell behind its schedule in {result.name}")
+    print(f"report: {files['markdown']}")
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _add_image_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", nargs="*", help="image files to send (default: synthetic)")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearthwatch", description=__doc__)
     parser.add_argument("--config", help="YAML settings file (default: $HEARTHWATCH_CONFIG)")
@@ -111,6 +244,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     gpu = sub.add_parser("gpu", help="print one GPU telemetry sample")
     gpu.set_defaults(func=cmd_gpu)
+
+    tune = sub.add_parser("tune", help="sweep batching on the real server and keep the best")
+    tune.add_argument("--show", action="store_true", help="print the active tuned configuration")
+    tune.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16, 32])
+    tune.add_argument("--queue-delays-ms", type=_floats, default=[5.0])
+    tune.add_argument(
+        "--duration", type=float, default=10.0, help="seconds measured per configuration"
+    )
+    tune.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    tune.add_argument("--p95-sla-ms", type=float, default=100.0)
+    tune.add_argument("--memory-reserve-percent", type=float, default=10.0)
+    tune.add_argument("--output", help="tuned file to write (default: settings.tuned_config_file)")
+    tune.add_argument("--report", default="tune-report", help="folder for the JSON and plot")
+    _add_image_args(tune)
+    tune.set_defaults(func=cmd_tune)
+
+    load = sub.add_parser("loadtest", help="load-test a running server and report against an SLA")
+    load.add_argument("--url", default="http://127.0.0.1:8090")
+    load.add_argument("--route", choices=["detect", "v2"], default="detect")
+    load.add_argument("--model", default="detector")
+    load.add_argument(
+        "--profiles", type=lambda t: t.split(","), default=["single", "burst", "sustained", "sweep"]
+    )
+    load.add_argument("--p95-sla-ms", type=float, default=100.0)
+    load.add_argument("--single-count", type=int, default=20)
+    load.add_argument("--burst", type=int, default=16)
+    load.add_argument("--rate", type=float, default=10.0, help="sustained requests/s")
+    load.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per sustained or sweep step"
+    )
+    load.add_argument("--arrival", choices=["constant", "poisson"], default="poisson")
+    load.add_argument("--sweep-start", type=float, default=2.0)
+    load.add_argument("--sweep-growth", type=float, default=1.5)
+    load.add_argument("--sweep-steps", type=int, default=8)
+    load.add_argument("--out", default="loadtest-report")
+    _add_image_args(load)
+    load.set_defaults(func=cmd_loadtest)
     return parser
 
 
@@ -118,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"hearthwatch: {exc}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,5 @@
-"""One settings model for the whole service: defaults → config file (YAML) → environment.
+"""One settings model for the whole service: defaults → tuned batching (the file
+``hearthwatch tune`` writes) → config file (YAML) → environment.
 
 Every knob has one name, one default and one environment variable (the name in upper case;
 nested model-source keys as ``DETECTOR__KEY``). :func:`load_settings` records where each
@@ -58,6 +59,11 @@ class Settings(BaseModel):
     cudnn_benchmark: bool = True
     torch_compile: bool = False
     warmup: bool = True
+
+    tuned_config_file: Path = Field(
+        Path("hearthwatch-tuned.yml"),
+        description="Batching chosen by `hearthwatch tune`, applied under the config file.",
+    )
 
     gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
@@ -178,6 +184,7 @@ def load_settings(
         else:
             merged[name] = value
         sources[name] = f"env:{var}"
+    _apply_tuned(merged, sources)
     if "detector" in merged and isinstance(merged["detector"], dict):
         merged["detector"].setdefault("type", HogConfig().type)  # keys given, type left default
     for name, value in (overrides or {}).items():
@@ -188,6 +195,33 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from exc
     return LoadedSettings(settings, sources)
+
+
+TUNED_KEYS = ("max_batch_size", "max_queue_delay_ms")
+
+
+def read_tuned(path: Path) -> dict[str, Any]:
+    """The tuned-batching file, or {} when there is none."""
+    if not path.is_file():
+        return {}
+    data = _read_config_file(path)
+    if not isinstance(data.get("models"), dict):
+        raise ConfigError(f"tuned config {path} has no 'models' mapping")
+    return data
+
+
+def _apply_tuned(merged: dict[str, Any], sources: dict[str, str]) -> None:
+    """Fill the tuned keys the file and environment left unset from the tuned file."""
+    default_path = Settings.model_fields["tuned_config_file"].default
+    path = Path(str(merged.get("tuned_config_file") or default_path))
+    model = str(merged.get("model_name", Settings.model_fields["model_name"].default))
+    entry = read_tuned(path).get("models", {}).get(model)
+    if not isinstance(entry, dict):
+        return
+    for key in TUNED_KEYS:
+        if key not in merged and key in entry:
+            merged[key] = entry[key]
+            sources[key] = f"tuned:{path}"
 
 
 def _format_validation_error(exc: ValidationError) -> str:

@@ -78,12 +78,3 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             "corrupt", f"{fmt.upper()} data could not be decoded (corrupt or truncated)"
         )
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()

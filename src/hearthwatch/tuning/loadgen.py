@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -58,45 +58,118 @@ def schedule(rate: float, duration_s: float, arrival: Arrival, seed: int = 0) ->
     raise ValueError(f"unknown arrival process {arrival!r}; use constant or poisson")
 
 
+@dataclass(frozen=True)
+class Payload:
+    """One request body and the headers that go with it."""
+
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def image_payloads(images: Sequence[bytes], content_type: str = "image/jpeg") -> list[Payload]:
+    return [Payload(image, {"Content-Type": content_type}) for image in images]
+
+
+class _Sender:
+    """POSTs payloads over one session and records each request."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, start: float):
+        self.session, self.url, self.start = session, url, start
+        self.records: list[RequestRecord] = []
+
+    async def send(self, payload: Payload, scheduled_s: float) -> None:
+        sent = time.perf_counter() - self.start
+        status = 0
+        try:
+            async with self.session.post(
+                self.url, data=payload.body, headers=payload.headers
+            ) as reply:
+                await reply.read()
+                status = reply.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.records.append(
+            RequestRecord(scheduled_s, sent, time.perf_counter() - self.start, status)
+        )
+
+
+def _session(timeout_s: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s), connector=aiohttp.TCPConnector(limit=0)
+    )
+
+
+async def run_schedule(
+    url: str, payloads: Sequence[Payload], offsets: np.ndarray, timeout_s: float = 60.0
+) -> list[RequestRecord]:
+    """Send payload ``i % len(payloads)`` at ``offsets[i]`` seconds, answered or not."""
+    async with _session(timeout_s) as session:
+        sender = _Sender(session, url, time.perf_counter())
+        tasks = []
+        for index, offset in enumerate(offsets):
+            delay = sender.start + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            payload = payloads[index % len(payloads)]
+            tasks.append(asyncio.create_task(sender.send(payload, float(offset))))
+        await asyncio.gather(*tasks)
+    return sorted(sender.records, key=lambda r: r.scheduled_s)
+
+
 async def open_loop(
     url: str,
-    bodies: Sequence[bytes],
+    payloads: Sequence[Payload],
     rate: float,
     duration_s: float,
-    content_type: str = "image/jpeg",
     arrival: Arrival = "constant",
     timeout_s: float = 60.0,
     seed: int = 0,
 ) -> list[RequestRecord]:
-    """POST ``bodies`` (cycled) to ``url`` on the schedule; one record per request."""
-    offsets = schedule(rate, duration_s, arrival, seed)
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    headers = {"Content-Type": content_type}
-    records: list[RequestRecord] = []
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        start = time.perf_counter()
+    """Requests at ``rate`` per second for ``duration_s``, whether or not answered."""
+    return await run_schedule(url, payloads, schedule(rate, duration_s, arrival, seed), timeout_s)
 
-        async def send(index: int, offset: float) -> None:
-            sent = time.perf_counter() - start
-            status = 0
-            body = bodies[index % len(bodies)]
-            try:
-                async with session.post(url, data=body, headers=headers) as reply:
-                    await reply.read()
-                    status = reply.status
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
-            records.append(RequestRecord(offset, sent, time.perf_counter() - start, status))
 
-        tasks = []
-        for index, offset in enumerate(offsets):
-            delay = start + offset - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(index, float(offset))))
-        await asyncio.gather(*tasks)
-    return sorted(records, key=lambda r: r.scheduled_s)
+async def burst(
+    url: str, payloads: Sequence[Payload], count: int, timeout_s: float = 60.0
+) -> list[RequestRecord]:
+    """``count`` requests all at once."""
+    if count < 1:
+        raise ValueError(f"a burst needs at least one request, got {count}")
+    return await run_schedule(url, payloads, np.zeros(count), timeout_s)
+
+
+async def closed_loop(
+    url: str,
+    payloads: Sequence[Payload],
+    concurrency: int,
+    duration_s: float | None = None,
+    count: int | None = None,
+    timeout_s: float = 60.0,
+) -> list[RequestRecord]:
+    """``concurrency`` clients, each sending its next request when the last is answered,
+    for ``duration_s`` seconds or ``count`` requests in all."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if (duration_s is None) == (count is None):
+        raise ValueError("give exactly one of duration_s and count")
+    async with _session(timeout_s) as session:
+        sender = _Sender(session, url, time.perf_counter())
+        issued = 0
+
+        async def client() -> None:
+            nonlocal issued
+            while True:
+                now = time.perf_counter() - sender.start
+                if (count is not None and issued >= count) or (
+                    duration_s is not None and now >= duration_s
+                ):
+                    return
+                payload = payloads[issued % len(payloads)]
+                issued += 1
+                await sender.send(payload, now)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return sorted(sender.records, key=lambda r: r.scheduled_s)
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:
@@ -112,14 +185,17 @@ def _percentiles(values: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def summarize(records: Sequence[RequestRecord], rate: float, duration_s: float) -> LoadSummary:
+def summarize(
+    records: Sequence[RequestRecord], rate: float | None, duration_s: float
+) -> LoadSummary:
+    """Percentiles of the answered requests; ``rate`` None (closed loop): sent ÷ duration."""
     ok = [r for r in records if r.status == 200]
     latency = np.array([(r.done_s - r.sent_s) * 1000 for r in ok])
     lateness = np.array([(r.sent_s - r.scheduled_s) * 1000 for r in records])
     span = max((r.done_s for r in ok), default=0.0) - min((r.sent_s for r in records), default=0.0)
     late = _percentiles(lateness)
     return LoadSummary(
-        offered_rps=rate,
+        offered_rps=rate if rate is not None else len(records) / duration_s,
         duration_s=duration_s,
         sent=len(records),
         ok=len(ok),

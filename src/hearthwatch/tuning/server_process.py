@@ -37,7 +37,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.ready_path = ready_path
-        full_env = {k: v for k, v in os.environ.items() if k != "HEARTHWATCH_CONFIG"}
+        full_env = dict(os.environ)
         full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port)})
         full_env.update(env)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()

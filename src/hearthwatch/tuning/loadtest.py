@@ -1,0 +1,182 @@
+"""Load-test profiles against a running server, each with an SLA verdict:
+
+- ``single``: one request at a time;
+- ``burst``: N requests at once;
+- ``sustained``: open-loop arrivals (constant or Poisson) at a rate for a duration;
+- ``sweep``: rising open-loop rates until the SLA breaks.
+
+A profile passes when every request got 200 (503s and 504s are counted, never hidden) and the
+P95 latency meets the SLA; a sweep reports the highest rate that passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hearthwatch.tuning.loadgen import (
+    Arrival,
+    LoadSummary,
+    Payload,
+    RequestRecord,
+    burst,
+    closed_loop,
+    image_payloads,
+    open_loop,
+    summarize,
+)
+
+PROFILES = ("single", "burst", "sustained", "sweep")
+Route = Literal["detect", "v2"]
+
+
+@dataclass(frozen=True)
+class LoadTestPlan:
+    p95_sla_ms: float = 100.0
+    single_count: int = 20
+    burst_size: int = 16
+    rate: float = 10.0
+    duration_s: float = 10.0
+    arrival: Arrival = "poisson"
+    sweep_start_rate: float = 2.0
+    sweep_growth: float = 1.5
+    sweep_max_steps: int = 8
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.p95_sla_ms <= 0 or self.rate <= 0 or self.duration_s <= 0:
+            raise ValueError("SLA, rate and duration must be > 0")
+        if self.single_count < 1 or self.burst_size < 1 or self.sweep_max_steps < 1:
+            raise ValueError("counts and steps must be >= 1")
+        if self.sweep_growth <= 1 or self.sweep_start_rate <= 0:
+            raise ValueError("a sweep needs a start rate > 0 and a growth > 1")
+
+
+@dataclass
+class ProfileResult:
+    name: str
+    summary: LoadSummary
+    records: list[RequestRecord]
+    passed: bool
+    steps: list[ProfileResult] = field(default_factory=list)  # a sweep's rates
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "profile": self.name,
+            "passed": self.passed,
+            "note": self.note,
+            **self.summary.as_dict(),
+        }
+        if self.steps:
+            data["steps"] = [step.as_dict() for step in self.steps]
+        return data
+
+
+def v2_payloads(images: Sequence[bytes]) -> list[Payload]:
+    """Binary-data v2 infer requests, as ``tritonclient`` sends them, one image each."""
+    payloads = []
+    for image in images:
+        data = struct.pack("<I", len(image)) + image
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "IMAGE",
+                        "datatype": "BYTES",
+                        "shape": [1, 1],
+                        "parameters": {"binary_data_size": len(data)},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        }
+        payloads.append(Payload(header + data, headers))
+    return payloads
+
+
+def route_target(
+    base_url: str, route: Route, images: Sequence[bytes], model: str
+) -> tuple[str, list[Payload]]:
+    base = base_url.rstrip("/")
+    if route == "detect":
+        return f"{base}/detect", image_payloads(images)
+    if route == "v2":
+        return f"{base}/v2/models/{model}/infer", v2_payloads(images)
+    raise ValueError(f"unknown route {route!r}; use detect or v2")
+
+
+def _verdict(summary: LoadSummary, sla_ms: float) -> bool:
+    p95 = summary.latency_ms["p95"]
+    return summary.ok == summary.sent and p95 is not None and p95 <= sla_ms
+
+
+def _result(
+    name: str, records: list[RequestRecord], rate: float | None, duration: float, plan: LoadTestPlan
+) -> ProfileResult:
+    summary = summarize(records, rate, duration)
+    return ProfileResult(name, summary, records, _verdict(summary, plan.p95_sla_ms))
+
+
+def run_profile(
+    name: str, url: str, payloads: Sequence[Payload], plan: LoadTestPlan
+) -> ProfileResult:
+    if name == "single":
+        records = asyncio.run(
+            closed_loop(url, payloads, 1, count=plan.single_count, timeout_s=plan.timeout_s)
+        )
+        span = max((r.done_s for r in records), default=1.0)
+        return _result(name, records, None, span, plan)
+    if name == "burst":
+        records = asyncio.run(burst(url, payloads, plan.burst_size, plan.timeout_s))
+        span = max((r.done_s for r in records), default=1.0)
+        return _result(name, records, None, span, plan)
+    if name == "sustained":
+        records = asyncio.run(
+            open_loop(url, payloads, plan.rate, plan.duration_s, plan.arrival, plan.timeout_s)
+        )
+        return _result(name, records, plan.rate, plan.duration_s, plan)
+    if name == "sweep":
+        return _sweep(url, payloads, plan)
+    raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+
+
+def _sweep(url: str, payloads: Sequence[Payload], plan: LoadTestPlan) -> ProfileResult:
+    steps: list[ProfileResult] = []
+    rate = plan.sweep_start_rate
+    for _ in range(plan.sweep_max_steps):
+        records = asyncio.run(
+            open_loop(url, payloads, rate, plan.duration_s, plan.arrival, plan.timeout_s)
+        )
+        step = _result(f"sweep@{rate:.3g}/s", records, rate, plan.duration_s, plan)
+        steps.append(step)
+        if not step.passed:
+            break
+        rate *= plan.sweep_growth
+    passing = [s for s in steps if s.passed]
+    best = max(passing, key=lambda s: s.summary.offered_rps) if passing else steps[0]
+    note = (
+        f"highest rate meeting the SLA: {best.summary.offered_rps:.3g}/s"
+        if passing
+        else "the SLA broke at the first rate"
+    )
+    if passing and len(passing) == len(steps):
+        note += " (the SLA never broke: raise sweep_max_steps)"
+    return ProfileResult("sweep", best.summary, best.records, bool(passing), steps, note)
+
+
+def run_load_test(
+    url: str, payloads: Sequence[Payload], profiles: Sequence[str], plan: LoadTestPlan
+) -> list[ProfileResult]:
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown:
+        raise ValueError(f"unknown profile {unknown[0]!r}; known: {', '.join(PROFILES)}")
+    return [run_profile(name, url, payloads, plan) for name in profiles]

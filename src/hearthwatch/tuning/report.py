@@ -1,0 +1,239 @@
+"""Load-test and tuning reports: JSON, PNG plots and a Markdown and HTML summary that embeds
+them. Plots: latency distribution, percentile bars per profile, latency and throughput over
+time, and the throughput-versus-latency curve of a sweep."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hearthwatch.tuning.choice import Choice, SweepPoint  # noqa: E402
+from hearthwatch.tuning.loadtest import ProfileResult  # noqa: E402
+
+
+def _latencies(result: ProfileResult) -> np.ndarray:
+    return np.array([(r.done_s - r.sent_s) * 1000 for r in result.records if r.status == 200])
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_distribution(results: Sequence[ProfileResult], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for result in results:
+        values = _latencies(result)
+        if values.size:
+            ax.hist(values, bins=40, alpha=0.55, label=result.name)
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("requests")
+    ax.set_title("Latency distribution by profile")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_percentiles(results: Sequence[ProfileResult], sla_ms: float, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    names = [r.name for r in results]
+    x = np.arange(len(names))
+    for offset, key in zip((-0.25, 0, 0.25), ("p50", "p95", "p99"), strict=True):
+        values = [r.summary.latency_ms[key] or 0.0 for r in results]
+        ax.bar(x + offset, values, width=0.25, label=key.upper())
+    ax.axhline(sla_ms, color="red", linestyle="--", label=f"P95 SLA {sla_ms:g} ms")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency percentiles by profile")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_timeline(results: Sequence[ProfileResult], path: Path) -> Path:
+    fig, (lat_ax, rate_ax) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for result in results:
+        ok = [r for r in result.records if r.status == 200]
+        if not ok:
+            continue
+        lat_ax.plot(
+            [r.sent_s for r in ok], [(r.done_s - r.sent_s) * 1000 for r in ok], ".", ms=3,
+            label=result.name,
+        )  # fmt: skip
+        done = np.array([r.done_s for r in ok])
+        edges = np.arange(0, done.max() + 1.0, 1.0)
+        counts, _ = np.histogram(done, edges)
+        rate_ax.step(edges[:-1], counts, where="post", label=result.name)
+    lat_ax.set_ylabel("latency (ms)")
+    lat_ax.set_title("Latency and throughput over time")
+    lat_ax.legend()
+    rate_ax.set_xlabel("seconds since the profile started")
+    rate_ax.set_ylabel("responses / s")
+    return _save(fig, path)
+
+
+def plot_sweep(sweep: ProfileResult, sla_ms: float, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = sweep.steps
+    throughput = [s.summary.achieved_rps for s in steps]
+    p95 = [s.summary.latency_ms["p95"] or np.nan for s in steps]
+    ax.plot(throughput, p95, "o-")
+    for step, x, y in zip(steps, throughput, p95, strict=True):
+        ax.annotate(
+            f"{step.summary.offered_rps:.3g}/s", (x, y), textcoords="offset points", xytext=(4, 4)
+        )
+    ax.axhline(sla_ms, color="red", linestyle="--", label=f"P95 SLA {sla_ms:g} ms")
+    ax.set_xlabel("achieved throughput (responses / s)")
+    ax.set_ylabel("P95 latency (ms)")
+    ax.set_title("Sweep: throughput against latency (labels: offered rate)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _table(results: Sequence[ProfileResult]) -> list[list[str]]:
+    rows = [
+        [
+            "profile",
+            "verdict",
+            "sent",
+            "200",
+            "other statuses",
+            "throughput/s",
+            "P50 ms",
+            "P95 ms",
+            "P99 ms",
+            "client late P99 ms",
+        ]
+    ]
+    for r in results:
+        s = r.summary
+        others = {k: v for k, v in s.statuses.items() if k != "200"}
+        rows.append([
+            r.name, "PASS" if r.passed else "FAIL", str(s.sent), str(s.ok),
+            json.dumps(others) if others else "none", f"{s.achieved_rps:.2f}",
+            _fmt(s.latency_ms["p50"]), _fmt(s.latency_ms["p95"]), _fmt(s.latency_ms["p99"]),
+            _fmt(s.lateness_ms.get("p99")),
+        ])  # fmt: skip
+    return rows
+
+
+def write_load_report(
+    results: Sequence[ProfileResult], out_dir: Path, sla_ms: float, meta: Mapping[str, Any]
+) -> dict[str, Path]:
+    """report.json, the plots and report.md / report.html in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "distribution": plot_distribution(results, out_dir / "latency_distribution.png"),
+        "percentiles": plot_percentiles(results, sla_ms, out_dir / "percentiles.png"),
+        "timeline": plot_timeline(results, out_dir / "timeline.png"),
+    }
+    sweeps = [r for r in results if r.steps]
+    if sweeps:
+        files["sweep"] = plot_sweep(sweeps[0], sla_ms, out_dir / "sweep.png")
+    behind = [r.name for r in results if r.summary.fell_behind] + [
+        s.name for r in results for s in r.steps if s.summary.fell_behind
+    ]
+    report = {
+        **dict(meta),
+        "p95_sla_ms": sla_ms,
+        "load_generator_fell_behind": behind,
+        "profiles": [r.as_dict() for r in results],
+    }
+    files["json"] = out_dir / "report.json"
+    files["json"].write_text(json.dumps(report, indent=2) + "\n")
+    files["markdown"] = _write_markdown(results, out_dir, sla_ms, meta, behind, files)
+    files["html"] = _write_html(results, out_dir, sla_ms, meta, behind, files)
+    return files
+
+
+def _images(files: Mapping[str, Path]) -> list[Path]:
+    return [files[k] for k in ("percentiles", "distribution", "timeline", "sweep") if k in files]
+
+
+def _write_markdown(
+    results: Sequence[ProfileResult],
+    out_dir: Path,
+    sla_ms: float,
+    meta: Mapping[str, Any],
+    behind: list[str],
+    files: Mapping[str, Path],
+) -> Path:
+    rows = _table(results)
+    lines = [f"# Load test: {meta.get('target', '')}", "", f"P95 SLA: {sla_ms:g} ms.", ""]
+    lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    notes = [f"- {r.name}: {r.note}" for r in results if r.note]
+    if behind:
+        notes.append(f"- the load generator fell behind its schedule in: {', '.join(behind)}")
+    lines += ["", *notes, ""] if notes else [""]
+    lines += [f"![{p.stem}]({p.name})" for p in _images(files)]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _write_html(
+    results: Sequence[ProfileResult],
+    out_dir: Path,
+    sla_ms: float,
+    meta: Mapping[str, Any],
+    behind: list[str],
+    files: Mapping[str, Path],
+) -> Path:
+    rows = _table(results)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]
+    )
+    notes = "".join(f"<li>{html.escape(f'{r.name}: {r.note}')}</li>" for r in results if r.note)
+    if behind:
+        notes += f"<li>the load generator fell behind in: {html.escape(', '.join(behind))}</li>"
+    images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in _images(files))
+    title = html.escape(f"Load test: {meta.get('target', '')}")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+        f"<h1>{title}</h1><p>P95 SLA: {sla_ms:g} ms.</p>"
+        f"<table border='1' cellpadding='4'><tr>{head}</tr>{body}</table><ul>{notes}</ul>{images}"
+        "</body></html>\n"
+    )
+    path = out_dir / "report.html"
+    path.write_text(page)
+    return path
+
+
+def plot_tuning(points: Sequence[SweepPoint], choice: Choice, sla_ms: float, path: Path) -> Path:
+    fig, (tp_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for delay in sorted({p.queue_delay_ms for p in points}):
+        pts = sorted((p for p in points if p.queue_delay_ms == delay), key=lambda p: p.batch_size)
+        sizes = [p.batch_size for p in pts]
+        tp_ax.plot(sizes, [p.throughput_rps for p in pts], "o-", label=f"delay {delay:g} ms")
+        lat_ax.plot(sizes, [p.p95_ms for p in pts], "o-", label=f"delay {delay:g} ms")
+    if choice.point is not None:
+        tp_ax.plot(
+            [choice.point.batch_size], [choice.point.throughput_rps], "r*", ms=14, label="chosen"
+        )
+        lat_ax.plot([choice.point.batch_size], [choice.point.p95_ms], "r*", ms=14, label="chosen")
+    lat_ax.axhline(sla_ms, color="red", linestyle="--", label=f"SLA {sla_ms:g} ms")
+    for ax, label in (
+        (tp_ax, "throughput (responses / s)"),
+        (lat_ax, "P95 latency incl. queue (ms)"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("max batch size")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle("Batch-size sweep on the real server path")
+    return _save(fig, path)
