@@ -76,7 +76,17 @@ def test_tune_sweeps_the_real_server_writes_the_file_and_shows_it(
 ) -> None:
     monkeypatch.setenv("USE_GPU", "false")
     tuned, report = tmp_path / "tuned.yml", tmp_path / "report"
-    argv = "tune --batch-sizes 1,2 --duration 1.5 --warmup 0.5 --p95-sla-ms 5000".split()
+    argv = [
+        "tune",
+        "--batch-sizes",
+        "1,2",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--p95-sla-ms",
+        "5000",
+    ]
     argv += ["--width", "320", "--height", "240", "--output", str(tuned), "--report", str(report)]
     assert main(argv) == 0
     written = yaml.safe_load(tuned.read_text())["models"]["detector"]
@@ -95,8 +105,17 @@ def test_loadtest_command_writes_a_report_against_the_server(
     hog_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["loadtest", "--url", hog_server.url, "--route", "v2", "--out", str(tmp_path)]
-    argv += "--profiles single,burst,sustained --single-count 3 --burst 4 --rate 4".split()
-    argv += "--duration 1.5 --p95-sla-ms 5000 --width 320 --height 240".split()
+    argv += [
+        "--profiles",
+        "single,burst,sustained",
+        "--single-count",
+        "3",
+        "--burst",
+        "4",
+        "--rate",
+        "4",
+    ]
+    argv += ["--duration", "1.5", "--p95-sla-ms", "5000", "--width", "320", "--height", "240"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("PASS") == 3
