@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -30,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from hearthwatch import __version__
 from hearthwatch.config import load_settings
 from hearthwatch.runtime.device import device_name, select_device
 from hearthwatch.runtime.images import decode_image
 from hearthwatch.runtime.sources.base import Detector, warmup_batch_sizes
+from hearthwatch.tuning.environment import record_header
 from hearthwatch.tuning.frames import synthetic_frames
 from hearthwatch.tuning.loadgen import Payload, image_payloads, open_loop, summarize
 from hearthwatch.tuning.server_process import ServerProcess
@@ -160,23 +158,6 @@ def single_requests(url: str, jpeg: bytes, count: int) -> dict[str, float]:
     return {"p50_ms": float(p50), "p95_ms": float(p95), "count": count}
 
 
-def versions() -> dict[str, str]:
-    import cv2 as _cv2
-    import fastapi
-    import transformers
-    import uvicorn
-
-    return {
-        "hearthwatch": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "opencv": _cv2.__version__,
-        "transformers": transformers.__version__,
-        "fastapi": fastapi.__version__,
-        "uvicorn": uvicorn.__version__,
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -271,10 +252,7 @@ def main() -> int:
     record = {
         "benchmark": "serve_bench",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": device_name(device),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
-        "versions": versions(),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        **record_header(),
         "model": args.model,
         "model_env": PRESETS[args.model],
         "optimizations": applied,

@@ -75,6 +75,7 @@ def test_tune_sweeps_the_real_server_writes_the_file_and_shows_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("USE_GPU", "false")
+    monkeypatch.delenv("TUNED_CONFIG_FILE", raising=False)
     tuned, report = tmp_path / "tuned.yml", tmp_path / "report"
     argv = [
         "tune",
@@ -98,7 +99,9 @@ def test_tune_sweeps_the_real_server_writes_the_file_and_shows_it(
     capsys.readouterr()
     assert main(["tune", "--show", "--output", str(tuned)]) == 0
     shown = capsys.readouterr().out
-    assert "measured" in shown and "max_batch_size" in shown
+    assert "measured" in shown
+    batch = written["max_batch_size"]
+    assert f"max_batch_size = {batch}  (tuned:{tuned})" in shown
 
 
 def test_loadtest_command_writes_a_report_against_the_server(

@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hearthwatch.config import ConfigError, LoadedSettings, load_settings
 
 
-def _load(args: argparse.Namespace) -> LoadedSettings:
+def _load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> LoadedSettings:
     overrides = {}
     for name in ("host", "port"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return load_settings(args.config, overrides=overrides)
+    return load_settings(args.config, environ=environ, overrides=overrides)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -112,7 +113,10 @@ def _images(args: argparse.Namespace) -> list[bytes]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    environ = dict(os.environ)
+    if args.show and args.output:  # show what a server reading that file would apply
+        environ["TUNED_CONFIG_FILE"] = args.output
+    loaded = _load(args, environ)
     settings = loaded.settings
     path = Path(args.output) if args.output else settings.tuned_config_file
     if args.show:
@@ -122,6 +126,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from hearthwatch.tuning.choice import choose
+    from hearthwatch.tuning.environment import record_header
     from hearthwatch.tuning.loadgen import image_payloads
     from hearthwatch.tuning.report import plot_tuning
     from hearthwatch.tuning.tuner import SweepPlan, run_sweep, write_tuned
@@ -146,6 +151,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "images": len(payloads),
     }
     report = {
+        **record_header(),
         **meta,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": settings.model_name,
@@ -181,6 +187,7 @@ def _show_tuned(loaded: LoadedSettings, path: Path) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
+    from hearthwatch.tuning.environment import record_header
     from hearthwatch.tuning.loadtest import LoadTestPlan, route_target, run_load_test
     from hearthwatch.tuning.report import write_load_report
 
@@ -197,7 +204,13 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     )
     url, payloads = route_target(args.url, args.route, _images(args), args.model)
     results = run_load_test(url, payloads, args.profiles, plan)
-    meta = {"target": url, "route": args.route, "arrival": args.arrival, "images": len(payloads)}
+    meta = {
+        **record_header(),
+        "target": url,
+        "route": args.route,
+        "arrival": args.arrival,
+        "images": len(payloads),
+    }
     files = write_load_report(results, Path(args.out), args.p95_sla_ms, meta)
     for result in results:
         lat = result.summary.latency_ms

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Tune batching on the real server, start the server with the tuned file, load-test it,
+# and leave both reports under bench/results/. Arguments pass through to both commands'
+# image options (e.g. --width 1920 --height 1080). Set P95_SLA_MS for the SLA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+SLA=${P95_SLA_MS:-200}
+tag=$([ "${USE_GPU:-true}" != false ] && $BIN/python -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' && echo gpu || echo cpu)
+out=bench/results/tuning_${tag}_$(date -u +%Y%m%dT%H%M%S)
+mkdir -p "$out"
+$BIN/hearthwatch tune --batch-sizes "${BATCH_SIZES:-1,2,4,8}" --queue-delays-ms "${QUEUE_DELAYS_MS:-2,10}" \
+  --duration 10 --p95-sla-ms "$SLA" --output "$out/tuned.yml" --report "$out/tune" "$@"
+port=$($BIN/python -c 'from hearthwatch.tuning.server_process import free_port; print(free_port())')
+TUNED_CONFIG_FILE="$out/tuned.yml" PORT=$port HOST=127.0.0.1 LOG_LEVEL=warning $BIN/hearthwatch serve &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+until curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null; do sleep 0.5; done
+$BIN/hearthwatch tune --show --output "$out/tuned.yml" | tee "$out/active_config.txt"
+$BIN/hearthwatch loadtest --url "http://127.0.0.1:$port" --p95-sla-ms "$SLA" \
+  --rate "${RATE:-6}" --duration 10 --out "$out/loadtest" "$@" || true  # a FAIL verdict is a result
+echo "reports in $out"
