@@ -182,6 +182,7 @@ def main() -> int:
     env = {
         **PRESETS[args.model],
         "USE_GPU": args.use_gpu,
+        "LLM_ENABLED": "false",
         "WARMUP": "true",
         "LOG_LEVEL": "warning",
         "MAX_QUEUE_SIZE": "4096",

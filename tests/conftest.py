@@ -58,7 +58,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     def start(**env: str) -> Server:
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = Server({"USE_GPU": "false", **env}, log)
+        server = Server({"USE_GPU": "false", "LLM_ENABLED": "false", **env}, log)
         servers.append(server)
         server.wait_ready()
         return server

@@ -28,6 +28,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hearthwatch.api.app import create_app
 
     settings = _load(args).settings
+    if settings.llm_enabled:
+        from hearthwatch.api.services import llm_profile
+
+        llm_profile(settings)  # an unknown LLM_PROFILE stops here, before anything starts
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -134,7 +138,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     plan = SweepPlan(
         tuple(args.batch_sizes), tuple(args.queue_delays_ms), args.duration, args.warmup
     )
-    env = {"LOG_LEVEL": "warning"}  # the sweep's batching goes in by environment, above the file
+    # the sweep's batching goes in by environment, above the file; the vision path alone
+    env = {"LOG_LEVEL": "warning", "LLM_ENABLED": "false"}
     if args.config:
         env["HEARTHWATCH_CONFIG"] = str(Path(args.config).resolve())
     payloads = image_payloads(_images(args))

@@ -2,8 +2,9 @@
 ``hearthwatch tune`` writes) → config file (YAML) → environment.
 
 Every knob has one name, one default and one environment variable (the name in upper case;
-nested model-source keys as ``DETECTOR__KEY``). :func:`load_settings` records where each
-effective value came from so ``hearthwatch config`` can print it.
+keys of the plugin settings as ``DETECTOR__KEY`` and ``LLM_ENGINE__KEY``).
+:func:`load_settings` records where each effective value came from so ``hearthwatch config``
+can print it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hearthwatch.llm.engines.registry import LlamaCppConfig, LlmEngineConfig
 from hearthwatch.runtime.optimize import OptimizationSettings
 from hearthwatch.runtime.sources.registry import HogConfig, ModelSourceConfig
 
 CONFIG_FILE_ENV = "HEARTHWATCH_CONFIG"
 NESTED_ENV_SEPARATOR = "__"
+NESTED_DEFAULT_TYPES = {"detector": HogConfig().type, "llm_engine": LlamaCppConfig().type}
 
 
 class Settings(BaseModel):
@@ -65,6 +68,15 @@ class Settings(BaseModel):
         description="Batching chosen by `hearthwatch tune`, applied under the config file.",
     )
 
+    llm_enabled: bool = Field(True, description="Run the LLM engine and its /v1 routes.")
+    llm_profile: str | None = Field(None, description="Hardware profile; from the GPU if unset.")
+    llm_profiles_file: Path | None = Field(
+        None, description="Profiles file; the built-in one if unset."
+    )
+    llm_engine: LlmEngineConfig = Field(default_factory=LlamaCppConfig)
+    llm_request_timeout_s: float = Field(120.0, gt=0)
+    llm_startup_timeout_s: float = Field(120.0, gt=0)
+
     gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
 
@@ -93,17 +105,12 @@ class LoadedSettings:
         dumped = self.settings.model_dump(mode="json")
         rows = []
         for name in Settings.model_fields:
-            if name == "detector":
-                for key, value in dumped["detector"].items():
-                    dotted = f"detector.{key}"
-                    rows.append(
-                        SettingValue(
-                            dotted,
-                            value,
-                            self.sources.get(dotted, self.sources.get("detector", "default")),
-                            f"DETECTOR{NESTED_ENV_SEPARATOR}{key.upper()}",
-                        )
-                    )
+            if name in NESTED_DEFAULT_TYPES:
+                for key, value in dumped[name].items():
+                    dotted = f"{name}.{key}"
+                    source = self.sources.get(dotted, self.sources.get(name, "default"))
+                    env_var = f"{name.upper()}{NESTED_ENV_SEPARATOR}{key.upper()}"
+                    rows.append(SettingValue(dotted, value, source, env_var))
                 continue
             rows.append(
                 SettingValue(name, dumped[name], self.sources.get(name, "default"), name.upper())
@@ -141,11 +148,11 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     """Map setting names (``detector.key`` for nested ones) to (value, variable)."""
     found: dict[str, tuple[Any, str]] = {}
     for name in Settings.model_fields:
-        if name == "detector":
-            prefix = f"DETECTOR{NESTED_ENV_SEPARATOR}"
+        if name in NESTED_DEFAULT_TYPES:
+            prefix = f"{name.upper()}{NESTED_ENV_SEPARATOR}"
             for var, value in environ.items():
                 if var.startswith(prefix) and len(var) > len(prefix):
-                    found[f"detector.{var[len(prefix) :].lower()}"] = (_env_value(value), var)
+                    found[f"{name}.{var[len(prefix) :].lower()}"] = (_env_value(value), var)
         elif name.upper() in environ:
             found[name] = (_env_value(environ[name.upper()]), name.upper())
     return found
@@ -167,26 +174,27 @@ def load_settings(
     if path:
         file_values = _read_config_file(Path(path))
         for key, value in file_values.items():
-            if key == "detector" and isinstance(value, dict):
-                merged["detector"] = dict(value)
+            if key in NESTED_DEFAULT_TYPES and isinstance(value, dict):
+                merged[key] = dict(value)
                 for sub in value:
-                    sources[f"detector.{sub}"] = f"file:{path}"
+                    sources[f"{key}.{sub}"] = f"file:{path}"
             else:
                 merged[key] = value
                 sources[key] = f"file:{path}"
     for name, (value, var) in _env_values(environ).items():
-        if name.startswith("detector."):
-            key = name.split(".", 1)[1]
-            detector = merged.setdefault("detector", {})
-            if key == "type" and detector.get("type") not in (None, value):
-                detector.clear()  # a different source type: the file's keys no longer apply
-            detector[key] = value
+        if "." in name:
+            parent, key = name.split(".", 1)
+            nested = merged.setdefault(parent, {})
+            if key == "type" and nested.get("type") not in (None, value):
+                nested.clear()  # a different plugin type: the file's keys no longer apply
+            nested[key] = value
         else:
             merged[name] = value
         sources[name] = f"env:{var}"
     _apply_tuned(merged, sources)
-    if "detector" in merged and isinstance(merged["detector"], dict):
-        merged["detector"].setdefault("type", HogConfig().type)  # keys given, type left default
+    for name, default_type in NESTED_DEFAULT_TYPES.items():
+        if isinstance(merged.get(name), dict):
+            merged[name].setdefault("type", default_type)  # keys given, type left default
     for name, value in (overrides or {}).items():
         merged[name] = value
         sources[name] = "argument"

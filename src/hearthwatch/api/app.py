@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hearthwatch import __version__
-from hearthwatch.api import detect, system, v2
+from hearthwatch.api import detect, llm, system, v2
 from hearthwatch.api.errors import install_error_handlers
 from hearthwatch.api.services import Services, build_services
 from hearthwatch.config import Settings
@@ -28,6 +28,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if running.llm is not None:
+                await running.llm.close()
             await asyncio.to_thread(running.stop)
 
     app = FastAPI(title="hearthwatch", version=__version__, lifespan=lifespan)
@@ -35,4 +37,5 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(detect.router)
     app.include_router(v2.router)
     app.include_router(system.router)
+    app.include_router(llm.router)
     return app

@@ -12,6 +12,10 @@ import torch
 
 from hearthwatch.api.errors import ApiError, image_error
 from hearthwatch.config import Settings
+from hearthwatch.llm.gateway import LlmGateway
+from hearthwatch.llm.metrics import LlmMetrics
+from hearthwatch.llm.profiles import HardwareProfile, load_profiles, select_profile
+from hearthwatch.llm.supervisor import EngineSupervisor
 from hearthwatch.runtime.batcher import BatchingConfig
 from hearthwatch.runtime.detections import class_ids_named
 from hearthwatch.runtime.device import select_device
@@ -36,6 +40,7 @@ class Services:
     metrics: ServingMetrics
     decode_pool: ThreadPoolExecutor
     models: dict[str, ServedModel] = field(default_factory=dict)
+    llm: LlmGateway | None = None
     _security_ids: dict[str, frozenset[int]] = field(default_factory=dict)
 
     def model(self, name: str) -> ServedModel:
@@ -68,8 +73,12 @@ class Services:
         self.telemetry.start()
         for model in self.models.values():
             model.start(warmup=self.settings.warmup)
+        if self.llm is not None:
+            self.llm.supervisor.start()
 
     def stop(self) -> None:
+        if self.llm is not None:
+            self.llm.supervisor.stop()
         for model in self.models.values():
             model.stop()
         self.telemetry.stop()
@@ -104,6 +113,31 @@ def build_services(settings: Settings) -> Services:
     log.info(
         "serving %s (%s) on %s with %s", name, detector.platform, device, detector.optimizations
     )
-    return Services(
-        settings, device, telemetry, metrics, ThreadPoolExecutor(settings.decode_workers), models
+    pool = ThreadPoolExecutor(settings.decode_workers)
+    llm = build_llm(settings, telemetry, metrics) if settings.llm_enabled else None
+    return Services(settings, device, telemetry, metrics, pool, models, llm)
+
+
+def llm_profile(settings: Settings, telemetry: TelemetrySampler | None = None) -> HardwareProfile:
+    """The profile named by LLM_PROFILE, else the GPU's, else ``cpu``; unknown names raise."""
+    readings = telemetry.nvml.read() if telemetry is not None else []
+    gpu_name = readings[0].name if readings else None
+    return select_profile(load_profiles(settings.llm_profiles_file), settings.llm_profile, gpu_name)
+
+
+def build_llm(
+    settings: Settings, telemetry: TelemetrySampler, metrics: ServingMetrics
+) -> LlmGateway:
+    profile = llm_profile(settings, telemetry)
+    supervisor = EngineSupervisor(
+        settings.llm_engine, profile.engine, settings.llm_startup_timeout_s
     )
+    gateway = LlmGateway(
+        supervisor,
+        profile,
+        lambda active, queued: LlmMetrics(metrics.registry, active, queued),
+        settings.llm_request_timeout_s,
+    )
+    supervisor.on_restart = gateway.metrics.engine_restarts.inc
+    log.info("LLM profile %s, engine %s", profile.name, settings.llm_engine.type)
+    return gateway

@@ -4,7 +4,6 @@ HTTP and stopped cleanly; used by the benchmarks, the tuner and the tests."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from types import TracebackType
 
 import httpx
 
+from hearthwatch.ports import free_port
+
 HEARTHWATCH_SERVE = (sys.executable, "-m", "hearthwatch.cli", "serve")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:
