@@ -11,7 +11,7 @@ out=bench/results/tuning_${tag}_$(date -u +%Y%m%dT%H%M%S)
 mkdir -p "$out"
 $BIN/hearthwatch tune --batch-sizes "${BATCH_SIZES:-1,2,4,8}" --queue-delays-ms "${QUEUE_DELAYS_MS:-2,10}" \
   --duration 10 --p95-sla-ms "$SLA" --output "$out/tuned.yml" --report "$out/tune" "$@"
-port=$($BIN/python -c 'from hearthwatch.ports import free_port; print(free_port())')
+port=$($BIN/python -c 'from hearthwatch.processes import free_port; print(free_port())')
 TUNED_CONFIG_FILE="$out/tuned.yml" PORT=$port HOST=127.0.0.1 LOG_LEVEL=warning $BIN/hearthwatch serve &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT

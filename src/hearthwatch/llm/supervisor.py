@@ -18,7 +18,7 @@ import httpx
 
 from hearthwatch.llm.engines.base import EngineConfig
 from hearthwatch.llm.profiles import EngineFlags
-from hearthwatch.ports import free_port
+from hearthwatch.processes import free_port, terminate
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,8 @@ class EngineSupervisor:
         raise EngineStartError(f"engine not healthy within {self.startup_timeout_s:.0f} s")
 
     def _terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
 
     def _down(self) -> bool:
         if self.process is not None:

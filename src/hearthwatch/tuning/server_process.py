@@ -13,7 +13,7 @@ from types import TracebackType
 
 import httpx
 
-from hearthwatch.ports import free_port
+from hearthwatch.processes import free_port, terminate
 
 HEARTHWATCH_SERVE = (sys.executable, "-m", "hearthwatch.cli", "serve")
 
@@ -56,13 +56,7 @@ class ServerProcess:
         raise RuntimeError(f"server not ready in {timeout_s:.0f}s: {log_tail}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, grace_s=30)
         self._log.close()
 
     def __enter__(self) -> ServerProcess:
