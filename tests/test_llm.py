@@ -5,6 +5,7 @@ disconnects, engine death and restart, profiles."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -210,3 +211,65 @@ def test_profiles_file_is_checked(tmp_path: Path) -> None:
         load_profiles(bad)
     with pytest.raises(ProfileError, match="does not exist"):
         load_profiles(tmp_path / "none.yml")
+
+
+def test_a_prompt_over_the_slot_context_is_400_with_the_limit(llm_server: Server) -> None:
+    body = {"messages": [{"role": "user", "content": "word " * 3000}], "max_tokens": 4}
+    for stream in (False, True):
+        reply = httpx.post(
+            f"{llm_server.url}/v1/chat/completions", json={**body, "stream": stream}, timeout=60
+        )
+        assert reply.status_code == 400
+        assert "exceeds the available context size (2048 tokens)" in reply.json()["error"]
+
+
+def test_loadtest_reports_ttft_and_tokens_for_the_chat_route(
+    llm_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hearthwatch.cli import main
+
+    argv = ["loadtest", "--url", llm_server.url, "--route", "chat", "--out", str(tmp_path)]
+    argv += [
+        "--profiles",
+        "single,burst",
+        "--single-count",
+        "2",
+        "--burst",
+        "6",
+        "--max-tokens",
+        "16",
+    ]
+    argv += ["--prompt-words", "32", "--p95-sla-ms", "30000"]
+    assert main(argv) == 1  # the burst overflows 2 sessions + 2 waiting: FAIL, not hidden
+    profiles = json.loads((tmp_path / "report.json").read_text())["profiles"]
+    single, burst = profiles
+    assert single["passed"] and single["llm"]["output_tokens"] == 2 * 16
+    assert 0 < single["llm"]["ttft_ms"]["p50"] < single["latency_ms"]["p50"]
+    assert burst["statuses"] == {"200": 4, "503": 2}
+    assert "TTFT" in (tmp_path / "report.md").read_text()
+
+
+def test_chat_payloads_differ_by_index_and_salt() -> None:
+    from hearthwatch.tuning.loadtest import chat_payloads
+
+    first, again = chat_payloads(3, 8, 4), chat_payloads(3, 8, 4)
+    other = chat_payloads(3, 8, 4, salt=1)
+    assert [p.body for p in first] == [p.body for p in again]
+    assert len({p.body for p in first + other}) == 6
+    assert all(p.streamed for p in first)
+
+
+def test_json_schema_constrained_output_passes_through(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"risk": {"type": "integer", "minimum": 0, "maximum": 100}},
+        "required": ["risk"],
+    }
+    reply = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Rate the risk of a parked car from 0 to 100."}],
+        max_tokens=32,
+        response_format={"type": "json_schema", "json_schema": {"name": "risk", "schema": schema}},
+    )
+    parsed = json.loads(reply.choices[0].message.content or "")
+    assert isinstance(parsed["risk"], int) and 0 <= parsed["risk"] <= 100

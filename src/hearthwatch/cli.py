@@ -207,7 +207,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         sweep_growth=args.sweep_growth,
         sweep_max_steps=args.sweep_steps,
     )
-    url, payloads = route_target(args.url, args.route, _images(args), args.model)
+    images = _images(args) if args.route != "chat" else []
+    url, payloads = route_target(
+        args.url, args.route, images, args.model, args.prompt_words, args.max_tokens
+    )
     results = run_load_test(url, payloads, args.profiles, plan)
     meta = {
         **record_header(),
@@ -280,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser("loadtest", help="load-test a running server and report against an SLA")
     load.add_argument("--url", default="http://127.0.0.1:8090")
-    load.add_argument("--route", choices=["detect", "v2"], default="detect")
+    load.add_argument("--route", choices=["detect", "v2", "chat"], default="detect")
+    load.add_argument("--prompt-words", type=int, default=128, help="chat: prompt length")
+    load.add_argument("--max-tokens", type=int, default=64, help="chat: output length")
     load.add_argument("--model", default="detector")
     load.add_argument(
         "--profiles", type=lambda t: t.split(","), default=["single", "burst", "sustained", "sweep"]

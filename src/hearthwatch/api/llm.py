@@ -84,9 +84,9 @@ async def _stream(gateway: LlmGateway, exchange: Exchange) -> Response:
         try:
             pending = [first] if first is not None else []
             while True:
-                for chunk in pending:
+                for chunk, text in pending:
                     if chunk.get("choices") or exchange.client_wants_usage:
-                        yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                        yield b"data: " + text.encode() + b"\n\n"  # the engine's own bytes
                 try:
                     pending = [await chunks.__anext__()]
                 except StopAsyncIteration:
@@ -142,6 +142,7 @@ async def engine_config(request: Request) -> dict[str, Any]:
         "state": supervisor.state.value,
         "restarts": supervisor.restarts,
         "pid": supervisor.process.pid if supervisor.process is not None else None,
+        "url": supervisor.base_url,
         "scheduler_policy": gateway.profile.scheduler_policy,
         "max_tokens_cap": gateway.profile.max_tokens_cap,
         "max_concurrent_sessions": gateway.profile.max_concurrent_sessions,

@@ -146,8 +146,9 @@ class LlmGateway:
             self.metrics.prompt_tokens.inc(exchange.usage.get("prompt_tokens", 0))
             self.metrics.completion_tokens.inc(exchange.usage.get("completion_tokens", 0))
 
-    async def chunks(self, exchange: Exchange) -> AsyncIterator[dict[str, Any]]:
-        """The engine's stream as parsed chunks; usage and first-token time are recorded."""
+    async def chunks(self, exchange: Exchange) -> AsyncIterator[tuple[dict[str, Any], str]]:
+        """The engine's stream as (parsed chunk, its JSON text); usage and first-token time
+        are recorded on the way."""
         url = self.supervisor.base_url + ROUTES[exchange.kind]
         try:
             async with self._http().stream("POST", url, json=exchange.body) as reply:
@@ -168,7 +169,9 @@ class LlmGateway:
                         exchange.first_token_at = time.monotonic()
                     if chunk.get("usage"):
                         exchange.usage = chunk["usage"]
-                    yield chunk
+                    yield chunk, data
+        except httpx.TimeoutException:
+            raise GatewayError(504, f"LLM request timed out after {self.timeout_s:g} s") from None
         except (httpx.TransportError, json.JSONDecodeError) as exc:
             raise GatewayError(
                 503, f"LLM engine connection lost ({type(exc).__name__}); retry shortly", 5
@@ -176,7 +179,7 @@ class LlmGateway:
 
     async def complete(self, exchange: Exchange) -> dict[str, Any]:
         """A whole (non-streamed) OpenAI response assembled from the stream."""
-        return assemble(exchange.kind, [chunk async for chunk in self.chunks(exchange)])
+        return assemble(exchange.kind, [chunk async for chunk, _ in self.chunks(exchange)])
 
 
 def _engine_message(raw: bytes) -> str:

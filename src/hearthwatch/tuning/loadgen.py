@@ -8,6 +8,7 @@ fell behind, so a saturated client is never mistaken for a slow server.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,8 @@ class RequestRecord:
     sent_s: float
     done_s: float
     status: int  # 0: no HTTP answer (connection error or client timeout)
+    first_token_s: float | None = None  # streamed LLM requests only
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class LoadSummary:
     latency_ms: dict[str, float | None]
     lateness_ms: dict[str, float]
     fell_behind: bool
+    llm: dict[str, Any] | None = None  # TTFT and tokens/s of streamed LLM requests
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,10 +64,12 @@ def schedule(rate: float, duration_s: float, arrival: Arrival, seed: int = 0) ->
 
 @dataclass(frozen=True)
 class Payload:
-    """One request body and the headers that go with it."""
+    """One request body and the headers that go with it; ``streamed`` bodies are OpenAI
+    streaming requests whose first token and token count are recorded."""
 
     body: bytes
     headers: Mapping[str, str]
+    streamed: bool = False
 
 
 def image_payloads(images: Sequence[bytes], content_type: str = "image/jpeg") -> list[Payload]:
@@ -79,18 +85,37 @@ class _Sender:
 
     async def send(self, payload: Payload, scheduled_s: float) -> None:
         sent = time.perf_counter() - self.start
-        status = 0
+        status, first, tokens = 0, None, None
         try:
             async with self.session.post(
                 self.url, data=payload.body, headers=payload.headers
             ) as reply:
-                await reply.read()
                 status = reply.status
+                if payload.streamed and status == 200:
+                    first, tokens = await self._read_stream(reply)
+                else:
+                    await reply.read()
         except (aiohttp.ClientError, TimeoutError):
             status = 0
-        self.records.append(
-            RequestRecord(scheduled_s, sent, time.perf_counter() - self.start, status)
-        )
+        done = time.perf_counter() - self.start
+        self.records.append(RequestRecord(scheduled_s, sent, done, status, first, tokens))
+
+    async def _read_stream(self, reply: aiohttp.ClientResponse) -> tuple[float | None, int | None]:
+        """First-token time and completion tokens of an OpenAI SSE stream."""
+        first, tokens = None, None
+        async for raw in reply.content:
+            line = raw.strip()
+            if not line.startswith(b"data:") or line == b"data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if first is None and any(
+                (c.get("delta") or {}).get("content") or c.get("text")
+                for c in chunk.get("choices") or []
+            ):
+                first = time.perf_counter() - self.start
+            if chunk.get("usage"):
+                tokens = chunk["usage"].get("completion_tokens")
+        return first, tokens
 
 
 def _session(timeout_s: float) -> aiohttp.ClientSession:
@@ -204,4 +229,25 @@ def summarize(
         latency_ms=_percentiles(latency),
         lateness_ms={k: v for k, v in late.items() if v is not None},
         fell_behind=bool(late["p99"] is not None and late["p99"] > LATE_WARNING_MS),
+        llm=_llm_summary(ok, span) if any(r.first_token_s is not None for r in ok) else None,
     )
+
+
+def _llm_summary(ok: Sequence[RequestRecord], span_s: float) -> dict[str, Any]:
+    """TTFT (send → first token), TPOT ((E2E − TTFT) ÷ (tokens − 1)), tokens/s per request
+    and in total, as the vLLM / SGLang serving benchmarks define them."""
+    streamed = [r for r in ok if r.first_token_s is not None]
+    ttft = np.array([(r.first_token_s - r.sent_s) * 1000 for r in streamed])  # type: ignore[operator]
+    decode = [r for r in streamed if (r.output_tokens or 0) > 1]
+    tpot = np.array(
+        [(r.done_s - r.first_token_s) * 1000 / (r.output_tokens - 1) for r in decode]  # type: ignore[operator]
+    )
+    per_request = np.array([1000 / t for t in tpot if t > 0])
+    total_tokens = sum(r.output_tokens or 0 for r in streamed)
+    return {
+        "ttft_ms": _percentiles(ttft),
+        "tpot_ms": _percentiles(tpot),
+        "output_tokens_per_s_per_request": _percentiles(per_request),
+        "output_tokens_per_s_total": total_tokens / span_s if span_s > 0 else 0.0,
+        "output_tokens": total_tokens,
+    }

@@ -31,7 +31,7 @@ from hearthwatch.tuning.loadgen import (
 )
 
 PROFILES = ("single", "burst", "sustained", "sweep")
-Route = Literal["detect", "v2"]
+Route = Literal["detect", "v2", "chat"]
 
 
 @dataclass(frozen=True)
@@ -103,15 +103,43 @@ def v2_payloads(images: Sequence[bytes]) -> list[Payload]:
     return payloads
 
 
+def chat_payloads(count: int, prompt_words: int, max_tokens: int, salt: int = 0) -> list[Payload]:
+    """Streaming chat requests of a fixed prompt length and a fixed output length (EOS
+    ignored), each opening with its own tag so no prompt cache serves one from another;
+    a different ``salt`` gives a new set."""
+    payloads = []
+    for index in range(count):
+        words = " ".join(f"w{(index * 7919 + i) % 997}" for i in range(prompt_words))
+        content = f"[{salt}.{index}] Summarise these notes: {words}"
+        body = {
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        payloads.append(
+            Payload(json.dumps(body).encode(), {"Content-Type": "application/json"}, streamed=True)
+        )
+    return payloads
+
+
 def route_target(
-    base_url: str, route: Route, images: Sequence[bytes], model: str
+    base_url: str,
+    route: Route,
+    images: Sequence[bytes],
+    model: str,
+    prompt_words: int = 128,
+    max_tokens: int = 64,
 ) -> tuple[str, list[Payload]]:
     base = base_url.rstrip("/")
     if route == "detect":
         return f"{base}/detect", image_payloads(images)
     if route == "v2":
         return f"{base}/v2/models/{model}/infer", v2_payloads(images)
-    raise ValueError(f"unknown route {route!r}; use detect or v2")
+    if route == "chat":
+        return f"{base}/v1/chat/completions", chat_payloads(1024, prompt_words, max_tokens)
+    raise ValueError(f"unknown route {route!r}; use detect, v2 or chat")
 
 
 def _verdict(summary: LoadSummary, sla_ms: float) -> bool:
@@ -153,8 +181,9 @@ def _sweep(url: str, payloads: Sequence[Payload], plan: LoadTestPlan) -> Profile
     steps: list[ProfileResult] = []
     rate = plan.sweep_start_rate
     for _ in range(plan.sweep_max_steps):
+        rotated = _rotate(payloads, sum(s.summary.sent for s in steps))
         records = asyncio.run(
-            open_loop(url, payloads, rate, plan.duration_s, plan.arrival, plan.timeout_s)
+            open_loop(url, rotated, rate, plan.duration_s, plan.arrival, plan.timeout_s)
         )
         step = _result(f"sweep@{rate:.3g}/s", records, rate, plan.duration_s, plan)
         steps.append(step)
@@ -179,4 +208,19 @@ def run_load_test(
     unknown = [p for p in profiles if p not in PROFILES]
     if unknown:
         raise ValueError(f"unknown profile {unknown[0]!r}; known: {', '.join(PROFILES)}")
-    return [run_profile(name, url, payloads, plan) for name in profiles]
+    results, offset = [], 0
+    for name in profiles:
+        # each profile starts where the last stopped: no prompt cache or repeat helps it
+        result = run_profile(name, url, _rotate(payloads, offset), plan)
+        offset += _sent(result)
+        results.append(result)
+    return results
+
+
+def _rotate(payloads: Sequence[Payload], offset: int) -> list[Payload]:
+    cut = offset % len(payloads)
+    return [*payloads[cut:], *payloads[:cut]]
+
+
+def _sent(result: ProfileResult) -> int:
+    return sum(s.summary.sent for s in result.steps) if result.steps else result.summary.sent
