@@ -156,6 +156,16 @@ def test_a_client_that_disconnects_frees_its_session(llm_server: Server) -> None
     assert quick.status_code == 200 and time.monotonic() - started < 2
 
 
+def test_a_non_streaming_client_that_leaves_frees_its_session(llm_server: Server) -> None:
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(f"{llm_server.url}/v1/chat/completions", json=LONG, timeout=1.0)
+    deadline = time.monotonic() + 5
+    while llm_server.metric("hearthwatch_llm_active_sessions") != 0:
+        assert time.monotonic() < deadline, "the session was not freed"
+        time.sleep(0.05)
+    assert llm_server.metric("hearthwatch_llm_requests_total", status="cancelled") >= 1
+
+
 def test_killing_the_engine_gives_503_then_it_restarts(llm_server: Server) -> None:
     pid = engine(llm_server)["pid"]
     restarts = llm_server.metric("hearthwatch_llm_engine_restarts_total")
