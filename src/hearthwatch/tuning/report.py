@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,58 +152,61 @@ def write_load_report(
     }
     files["json"] = out_dir / "report.json"
     files["json"].write_text(json.dumps(report, indent=2) + "\n")
-    files["markdown"] = _write_markdown(results, out_dir, sla_ms, meta, behind, files)
-    files["html"] = _write_html(results, out_dir, sla_ms, meta, behind, files)
+    summary = _summary(results, sla_ms, meta, behind, files)
+    files["markdown"] = _write_markdown(summary, out_dir)
+    files["html"] = _write_html(summary, out_dir)
     return files
 
 
-def _images(files: Mapping[str, Path]) -> list[Path]:
-    return [files[k] for k in ("percentiles", "distribution", "timeline", "sweep") if k in files]
+@dataclass(frozen=True)
+class _Summary:
+    """What both the Markdown and the HTML summary say."""
+
+    title: str
+    sla_ms: float
+    rows: list[list[str]]
+    notes: list[str]
+    images: list[Path]
 
 
-def _write_markdown(
+def _summary(
     results: Sequence[ProfileResult],
-    out_dir: Path,
     sla_ms: float,
     meta: Mapping[str, Any],
     behind: list[str],
     files: Mapping[str, Path],
-) -> Path:
-    rows = _table(results)
-    lines = [f"# Load test: {meta.get('target', '')}", "", f"P95 SLA: {sla_ms:g} ms.", ""]
+) -> _Summary:
+    notes = [f"{r.name}: {r.note}" for r in results if r.note]
+    if behind:
+        notes.append(f"the load generator fell behind its schedule in: {', '.join(behind)}")
+    images = [files[k] for k in ("percentiles", "distribution", "timeline", "sweep") if k in files]
+    return _Summary(f"Load test: {meta.get('target', '')}", sla_ms, _table(results), notes, images)
+
+
+def _write_markdown(summary: _Summary, out_dir: Path) -> Path:
+    rows = summary.rows
+    lines = [f"# {summary.title}", "", f"P95 SLA: {summary.sla_ms:g} ms.", ""]
     lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-    notes = [f"- {r.name}: {r.note}" for r in results if r.note]
-    if behind:
-        notes.append(f"- the load generator fell behind its schedule in: {', '.join(behind)}")
-    lines += ["", *notes, ""] if notes else [""]
-    lines += [f"![{p.stem}]({p.name})" for p in _images(files)]
+    lines += ["", *(f"- {note}" for note in summary.notes), ""] if summary.notes else [""]
+    lines += [f"![{p.stem}]({p.name})" for p in summary.images]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _write_html(
-    results: Sequence[ProfileResult],
-    out_dir: Path,
-    sla_ms: float,
-    meta: Mapping[str, Any],
-    behind: list[str],
-    files: Mapping[str, Path],
-) -> Path:
-    rows = _table(results)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+def _write_html(summary: _Summary, out_dir: Path) -> Path:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in summary.rows[0])
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        for row in summary.rows[1:]
     )
-    notes = "".join(f"<li>{html.escape(f'{r.name}: {r.note}')}</li>" for r in results if r.note)
-    if behind:
-        notes += f"<li>the load generator fell behind in: {html.escape(', '.join(behind))}</li>"
-    images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in _images(files))
-    title = html.escape(f"Load test: {meta.get('target', '')}")
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in summary.notes)
+    images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in summary.images)
+    title = html.escape(summary.title)
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-        f"<h1>{title}</h1><p>P95 SLA: {sla_ms:g} ms.</p>"
+        f"<h1>{title}</h1><p>P95 SLA: {summary.sla_ms:g} ms.</p>"
         f"<table border='1' cellpadding='4'><tr>{head}</tr>{body}</table><ul>{notes}</ul>{images}"
         "</body></html>\n"
     )
