@@ -207,6 +207,19 @@ def test_an_unknown_profile_stops_start_up_naming_the_known_ones() -> None:
     assert "cpu, h100_80gb, jetson_thor_128gb, rtx_4000_20gb, rtx_a5500_24gb" in result.stderr
 
 
+def test_a_missing_model_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hearthwatch.cli", "serve"],
+        env={**os.environ, "LLM_ENGINE__MODEL_PATH": str(tmp_path / "absent.gguf")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"hearthwatch: GGUF model {tmp_path / 'absent.gguf'} does not exist"
+    )
+
+
 def test_the_llm_routes_say_when_the_service_is_off(hog_server: Server) -> None:
     reply = httpx.post(f"{hog_server.url}/v1/chat/completions", json={"messages": CHAT})
     assert reply.status_code == 404 and "LLM_ENABLED=false" in reply.json()["error"]

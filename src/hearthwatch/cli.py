@@ -31,7 +31,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.llm_enabled:
         from hearthwatch.api.services import llm_profile
 
-        llm_profile(settings)  # an unknown LLM_PROFILE stops here, before anything starts
+        llm_profile(settings)  # an unknown profile or a missing model stops here, not later
+        settings.llm_engine.check()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -311,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"hearthwatch: {exc}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,9 @@ from hearthwatch.llm.profiles import EngineFlags
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    def check(self) -> None:
+        """Raise a clear error when what the engine needs (a model file, a program) is missing."""
+
     def command(self, flags: EngineFlags, host: str, port: int) -> list[str] | None:
         """The child process to run, or None for an engine someone else runs."""
         raise NotImplementedError

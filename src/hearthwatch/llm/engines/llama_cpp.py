@@ -43,6 +43,9 @@ class LlamaCppConfig(EngineConfig):
             raise FileNotFoundError(f"GGUF model {self.model_path} does not exist")
         return self.model_path
 
+    def check(self) -> None:
+        self.resolved_model()
+
     def command(self, flags: EngineFlags, host: str, port: int) -> list[str]:
         return [
             sys.executable, "-m", "hearthwatch.llm.engines.llama_cpp_child",

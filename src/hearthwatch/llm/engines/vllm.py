@@ -21,10 +21,17 @@ class VllmConfig(EngineConfig):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
 
-    def command(self, flags: EngineFlags, host: str, port: int) -> list[str]:
+    def check(self) -> None:
+        self._executable()
+
+    def _executable(self) -> str:
         executable = shutil.which("vllm")
         if executable is None:
             raise FileNotFoundError("the vllm engine needs `vllm` on PATH (pip install vllm)")
+        return executable
+
+    def command(self, flags: EngineFlags, host: str, port: int) -> list[str]:
+        executable = self._executable()
         command = [
             executable, "serve", self.model, "--host", host, "--port", str(port),
             "--max-model-len", str(flags.context_per_slot), "--max-num-seqs", str(flags.n_parallel),
