@@ -62,39 +62,47 @@ async def _handle(request: Request, kind: str) -> Response:
         status = "ok"
         return JSONResponse(result)
     except GatewayError as exc:
-        status = "engine_error" if exc.status >= 500 else "bad_request"
+        status = exc.outcome
         return _error(exc)
     finally:
         gone.cancel()
         gateway.release(exchange, status)
 
 
+def _sse(exchange: Exchange, chunk: dict[str, Any], text: str) -> bytes:
+    """The engine's own bytes as an SSE event; the usage chunk only if the client asked."""
+    if chunk.get("choices") or exchange.client_wants_usage:
+        return b"data: " + text.encode() + b"\n\n"
+    return b""
+
+
+async def _prepend(
+    first: tuple[dict[str, Any], str], rest: AsyncIterator[tuple[dict[str, Any], str]]
+) -> AsyncIterator[tuple[dict[str, Any], str]]:
+    yield first
+    async for item in rest:
+        yield item
+
+
 async def _stream(gateway: LlmGateway, exchange: Exchange) -> Response:
-    chunks = gateway.chunks(exchange).__aiter__()
+    chunks = gateway.chunks(exchange)
     try:
-        first = await chunks.__anext__()  # errors before the first chunk get a status code
-    except StopAsyncIteration:
-        first = None
+        first = await anext(chunks, None)  # errors before the first chunk get a status code
     except GatewayError as exc:
-        gateway.release(exchange, "engine_error" if exc.status >= 500 else "bad_request")
+        gateway.release(exchange, exc.outcome)
         return _error(exc)
 
     async def events() -> AsyncIterator[bytes]:
         status = "cancelled"
         try:
-            pending = [first] if first is not None else []
-            while True:
-                for chunk, text in pending:
-                    if chunk.get("choices") or exchange.client_wants_usage:
-                        yield b"data: " + text.encode() + b"\n\n"  # the engine's own bytes
-                try:
-                    pending = [await chunks.__anext__()]
-                except StopAsyncIteration:
-                    break
+            if first is not None:
+                async for chunk, text in _prepend(first, chunks):
+                    if event := _sse(exchange, chunk, text):
+                        yield event
             yield b"data: [DONE]\n\n"
             status = "ok"
         except GatewayError as exc:
-            status = "engine_error"
+            status = exc.outcome
             yield b"data: " + json.dumps({"error": {"message": exc.message}}).encode() + b"\n\n"
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]

@@ -34,6 +34,13 @@ class GatewayError(Exception):
         self.message = message
         self.retry_after_s = retry_after_s
 
+    @property
+    def outcome(self) -> str:
+        """The ``status`` label of ``hearthwatch_llm_requests_total`` for this error."""
+        if self.status == 504:
+            return "timeout"
+        return "engine_error" if self.status >= 500 else "bad_request"
+
 
 @dataclass
 class Exchange:
