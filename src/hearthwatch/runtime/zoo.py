@@ -1,0 +1,308 @@
+"""A memory-budgeted model zoo: models load on demand under a byte budget and are evicted
+lowest priority first, least recently used within a priority.
+
+- Footprints are measured at load by the loader's ``measure`` (allocator delta on a GPU), not
+  declared; the last measurement is what the next load of that model makes room for.
+- A load never evicts a model of higher priority than its own, nor a pinned model, nor one
+  under lease: it waits for leases to end, up to its deadline, then fails with
+  :class:`ZooFullError` (a 503 for the caller).
+- Concurrent requests for a model that is loading share one load.
+- Out of memory during a load: evict what may be evicted, retry once, then :class:`ZooFullError`.
+- Eviction keeps the model on the host (``offload``) when the loader can, so a reload is a
+  copy; :meth:`ModelZoo.unload` drops it entirely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Priority(enum.IntEnum):
+    LOW = 0
+    MEDIUM = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+class ZooFullError(RuntimeError):
+    """No room could be made within the deadline; ``retry_after_s`` for the 503."""
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelOutOfMemoryError(RuntimeError):
+    """What a loader raises when the device ran out of memory (``torch.cuda.OutOfMemoryError``
+    is translated to it by GPU loaders)."""
+
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """How to bring one model into device memory and take it out again.
+
+    ``load(host_copy)`` returns the loaded model, from ``host_copy`` when there is one;
+    ``measure(model)`` returns the bytes it holds; ``offload(model)`` returns a host copy to
+    keep (or None); ``release(model)`` frees its device memory.
+    """
+
+    load: Callable[[Any], Any]
+    measure: Callable[[Any], int]
+    release: Callable[[Any], None]
+    offload: Callable[[Any], Any] | None = None
+
+
+class State(enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    ON_HOST = "on_host"
+
+
+@dataclass
+class _Entry:
+    name: str
+    priority: Priority
+    loader: ModelLoader
+    state: State = State.UNLOADED
+    model: Any = None
+    host_copy: Any = None
+    footprint: int = 0
+    leases: int = 0
+    pinned: bool = False
+    last_used: int = 0
+    loading: asyncio.Future[None] | None = None
+    loads_from_disk: int = 0
+    loads_from_host: int = 0
+    evictions: int = 0
+
+
+@dataclass(frozen=True)
+class ZooStats:
+    name: str
+    priority: str
+    state: str
+    resident_bytes: int
+    leases: int
+    pinned: bool
+    loads_from_disk: int
+    loads_from_host: int
+    evictions: int
+
+
+@dataclass
+class ModelZoo:
+    budget_bytes: int
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+    _clock: itertools.count[int] = field(default_factory=itertools.count)
+    _changed: asyncio.Condition | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget_bytes <= 0:
+            raise ValueError(f"budget_bytes must be > 0, got {self.budget_bytes}")
+
+    # -- registry --------------------------------------------------------------------------
+    def register(self, name: str, priority: Priority, loader: ModelLoader) -> None:
+        if name in self._entries:
+            raise ValueError(f"model {name!r} is already registered")
+        self._entries[name] = _Entry(name, Priority(priority), loader)
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise KeyError(f"unknown model {name!r}; registered: {known}") from None
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(e.footprint for e in self._entries.values() if e.state is State.LOADED)
+
+    def _held_by_others(self, requester: _Entry) -> int:
+        """Bytes loaded or being loaded (at their remembered footprint) by other models."""
+        return sum(
+            e.footprint
+            for e in self._entries.values()
+            if e is not requester and e.state in (State.LOADED, State.LOADING)
+        )
+
+    def stats(self) -> list[ZooStats]:
+        return [
+            ZooStats(
+                e.name,
+                e.priority.name,
+                e.state.value,
+                e.footprint if e.state is State.LOADED else 0,
+                e.leases,
+                e.pinned,
+                e.loads_from_disk,
+                e.loads_from_host,
+                e.evictions,
+            )  # fmt: skip
+            for e in self._entries.values()
+        ]
+
+    def pin(self, name: str, pinned: bool = True) -> None:
+        self._entry(name).pinned = pinned
+
+    # -- leases ----------------------------------------------------------------------------
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    @asynccontextmanager
+    async def lease(self, name: str, timeout_s: float) -> AsyncIterator[Any]:
+        """The loaded model, held against eviction until the block ends."""
+        entry = self._entry(name)
+        deadline = time.monotonic() + timeout_s
+        await self._ensure_loaded(entry, deadline)
+        entry.leases += 1
+        entry.last_used = next(self._clock)
+        try:
+            yield entry.model
+        finally:
+            entry.leases -= 1
+            async with self._condition():
+                self._condition().notify_all()
+
+    async def _ensure_loaded(self, entry: _Entry, deadline: float) -> None:
+        while entry.state is not State.LOADED:
+            if entry.loading is not None:  # someone is loading it: share that load
+                try:
+                    await asyncio.wait_for(asyncio.shield(entry.loading), _left(deadline, entry))
+                except TimeoutError:
+                    raise ZooFullError(
+                        f"deadline passed waiting for {entry.name!r} to load"
+                    ) from None
+                continue
+            entry.loading = asyncio.get_running_loop().create_future()
+            try:
+                await self._load(entry, deadline)
+                entry.loading.set_result(None)
+            except BaseException as exc:
+                entry.loading.set_exception(exc)
+                entry.loading.exception()  # retrieved: sharers re-raise it themselves
+                raise
+            finally:
+                entry.loading = None
+
+    # -- loading and eviction --------------------------------------------------------------
+    async def _load(self, entry: _Entry, deadline: float) -> None:
+        from_host = entry.state is State.ON_HOST
+        entry.state = State.LOADING  # counted at its remembered footprint while it loads
+        try:
+            while True:
+                await self._make_room(entry, entry.footprint, deadline)
+                model = await self._load_once(entry)
+                entry.footprint = entry.loader.measure(model)
+                try:  # room for what it really takes, now, without waiting while it holds it
+                    await self._make_room(entry, entry.footprint, time.monotonic())
+                    break
+                except ZooFullError:
+                    self._park(entry, model)  # off the device while room is made, then again
+                    _left(deadline, entry)
+            entry.model, entry.state = model, State.LOADED
+        except BaseException:
+            if entry.state is State.LOADING:
+                entry.state = State.ON_HOST if entry.host_copy is not None else State.UNLOADED
+            raise
+        if from_host:
+            entry.loads_from_host += 1
+        else:
+            entry.loads_from_disk += 1
+
+    async def _load_once(self, entry: _Entry) -> Any:
+        """Load; out of memory once: evict what the requester may evict and try again."""
+        try:
+            return await asyncio.to_thread(entry.loader.load, entry.host_copy)
+        except ModelOutOfMemoryError:
+            self._evict_all_below(entry)
+        try:
+            return await asyncio.to_thread(entry.loader.load, entry.host_copy)
+        except ModelOutOfMemoryError:
+            message = f"out of memory loading {entry.name!r}, even after evicting"
+            raise ZooFullError(message) from None
+
+    def _park(self, entry: _Entry, model: Any) -> None:
+        offload = entry.loader.offload
+        if offload is not None:
+            entry.host_copy = offload(model)
+        entry.loader.release(model)
+
+    def _evictable(self, requester: _Entry) -> list[_Entry]:
+        """Loaded models the requester may evict now, in eviction order."""
+        candidates = [
+            e for e in self._entries.values()
+            if e is not requester and e.state is State.LOADED and not e.pinned
+            and e.leases == 0 and e.priority <= requester.priority
+        ]  # fmt: skip
+        return sorted(candidates, key=lambda e: (e.priority, e.last_used))
+
+    async def _make_room(self, requester: _Entry, needed: int, deadline: float) -> None:
+        condition = self._condition()
+        async with condition:
+            while True:
+                used = self._held_by_others(requester)
+                if used + needed <= self.budget_bytes:
+                    return
+                victims, freed = [], 0
+                for candidate in self._evictable(requester):
+                    if used - freed + needed <= self.budget_bytes:
+                        break
+                    victims.append(candidate)
+                    freed += candidate.footprint
+                if used - freed + needed <= self.budget_bytes:
+                    for victim in victims:
+                        self._evict(victim)
+                    condition.notify_all()
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ZooFullError(
+                        f"no room for {requester.name!r} ({needed} bytes) in the budget of "
+                        f"{self.budget_bytes}: the rest is pinned, leased or of higher priority"
+                    )
+                try:  # wait for a lease to end or a model to leave
+                    await asyncio.wait_for(condition.wait(), remaining)
+                except TimeoutError:
+                    continue
+
+    def _evict_all_below(self, requester: _Entry) -> None:
+        for victim in self._evictable(requester):
+            self._evict(victim)
+
+    def _evict(self, entry: _Entry) -> None:
+        entry.host_copy = None
+        self._park(entry, entry.model)
+        entry.model = None
+        entry.state = State.ON_HOST if entry.host_copy is not None else State.UNLOADED
+        entry.evictions += 1
+
+    def _drop(self, entry: _Entry) -> None:
+        if entry.model is not None:
+            entry.loader.release(entry.model)
+        entry.model, entry.host_copy, entry.state = None, None, State.UNLOADED
+
+    async def unload(self, name: str, timeout_s: float = 30.0) -> None:
+        """Free the model from the device and the host, once its leases end."""
+        entry = self._entry(name)
+        condition = self._condition()
+        async with condition:
+            await asyncio.wait_for(condition.wait_for(lambda: entry.leases == 0), timeout_s)
+            self._drop(entry)
+            condition.notify_all()
+
+
+def _left(deadline: float, entry: _Entry) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ZooFullError(f"deadline passed waiting for {entry.name!r} to load")
+    return remaining

@@ -1,0 +1,247 @@
+"""The budgeted model zoo: eviction order, priorities, leases, shared loads, the out-of-memory
+path, host copies and pins, and the budget under a random workload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hearthwatch.runtime.zoo import (
+    ModelLoader,
+    ModelOutOfMemoryError,
+    ModelZoo,
+    Priority,
+    State,
+    ZooFullError,
+)
+
+KIB = 1024
+
+
+class TensorLoader:
+    """Loads a real tensor of ``size`` bytes and records what happened to it."""
+
+    def __init__(self, size: int, delay_s: float = 0.0, ooms: int = 0, host_copy: bool = True):
+        self.size, self.delay_s, self.ooms_left = size, delay_s, ooms
+        self.loads = 0
+        self.released_at: list[float] = []
+        self.host_copy = host_copy
+
+    def load(self, host: Any) -> torch.Tensor:
+        time.sleep(self.delay_s)
+        if self.ooms_left:
+            self.ooms_left -= 1
+            raise ModelOutOfMemoryError("no memory left on the device")
+        self.loads += 1
+        return host.clone() if host is not None else torch.empty(self.size, dtype=torch.uint8)
+
+    def loader(self) -> ModelLoader:
+        return ModelLoader(
+            load=self.load,
+            measure=lambda t: t.numel() * t.element_size(),
+            release=lambda t: self.released_at.append(time.monotonic()),
+            offload=(lambda t: t.clone()) if self.host_copy else None,
+        )
+
+
+def zoo_with(budget: int, **models: tuple[Priority, TensorLoader]) -> ModelZoo:
+    zoo = ModelZoo(budget)
+    for name, (priority, loader) in models.items():
+        zoo.register(name, priority, loader.loader())
+    return zoo
+
+
+async def use(zoo: ModelZoo, name: str, timeout_s: float = 2.0) -> None:
+    async with zoo.lease(name, timeout_s):
+        pass
+
+
+def states(zoo: ModelZoo) -> dict[str, str]:
+    return {s.name: s.state for s in zoo.stats()}
+
+
+def test_lowest_priority_then_least_recently_used_is_evicted() -> None:
+    loaders = {n: TensorLoader(100 * KIB) for n in "abcd"}
+    zoo = zoo_with(
+        300 * KIB,
+        a=(Priority.LOW, loaders["a"]), b=(Priority.LOW, loaders["b"]),
+        c=(Priority.MEDIUM, loaders["c"]), d=(Priority.LOW, loaders["d"]),
+    )  # fmt: skip
+
+    async def main() -> None:
+        for name in "abca":  # a used again: b is now the least recently used LOW model
+            await use(zoo, name)
+        await use(zoo, "d")
+
+    asyncio.run(main())
+    assert states(zoo) == {"a": "loaded", "b": "on_host", "c": "loaded", "d": "loaded"}
+    assert zoo.resident_bytes == 300 * KIB
+
+
+def test_a_low_load_cannot_evict_a_critical_model_but_the_reverse_works() -> None:
+    zoo = zoo_with(
+        100 * KIB,
+        threat=(Priority.CRITICAL, TensorLoader(100 * KIB)),
+        depth=(Priority.LOW, TensorLoader(100 * KIB)),
+    )
+
+    async def main() -> None:
+        await use(zoo, "threat")
+        with pytest.raises(ZooFullError, match="higher priority"):
+            await use(zoo, "depth", timeout_s=0.2)
+        assert states(zoo)["threat"] == "loaded"
+        await zoo.unload("threat")
+        await use(zoo, "depth")
+        await use(zoo, "threat")  # CRITICAL may evict LOW
+
+    asyncio.run(main())
+    assert states(zoo) == {"threat": "loaded", "depth": "on_host"}
+
+
+def test_a_model_under_lease_is_not_evicted_until_the_lease_ends() -> None:
+    first, second = TensorLoader(100 * KIB), TensorLoader(100 * KIB)
+    zoo = zoo_with(100 * KIB, a=(Priority.LOW, first), b=(Priority.LOW, second))
+    lease_ended: list[float] = []
+
+    async def hold_a() -> None:
+        async with zoo.lease("a", 2):
+            await asyncio.sleep(0.3)
+            lease_ended.append(time.monotonic())
+
+    async def main() -> None:
+        holder = asyncio.ensure_future(hold_a())
+        await asyncio.sleep(0.05)
+        await use(zoo, "b", timeout_s=5)  # waits for a's lease, then evicts it
+        await holder
+
+    asyncio.run(main())
+    assert first.released_at and first.released_at[0] >= lease_ended[0]
+    assert states(zoo) == {"a": "on_host", "b": "loaded"}
+
+
+def test_concurrent_requests_share_one_load() -> None:
+    slow = TensorLoader(10 * KIB, delay_s=0.2)
+    zoo = zoo_with(100 * KIB, pose=(Priority.HIGH, slow))
+
+    async def main() -> None:
+        await asyncio.gather(*(use(zoo, "pose") for _ in range(8)))
+
+    asyncio.run(main())
+    assert slow.loads == 1
+    assert zoo.stats()[0].loads_from_disk == 1
+
+
+def test_out_of_memory_evicts_and_retries_once_then_fails_cleanly() -> None:
+    other, flaky = TensorLoader(50 * KIB), TensorLoader(50 * KIB, ooms=1)
+    hopeless = TensorLoader(50 * KIB, ooms=10)
+    zoo = zoo_with(
+        1000 * KIB,
+        other=(Priority.LOW, other), flaky=(Priority.MEDIUM, flaky),
+        hopeless=(Priority.MEDIUM, hopeless),
+    )  # fmt: skip
+
+    async def main() -> None:
+        await use(zoo, "other")
+        await use(zoo, "flaky")  # first try runs out of memory: evict, retry, succeed
+        assert states(zoo)["other"] == "on_host" and states(zoo)["flaky"] == "loaded"
+        with pytest.raises(ZooFullError, match="out of memory"):
+            await use(zoo, "hopeless")
+        assert states(zoo)["hopeless"] == "unloaded"
+        assert states(zoo)["flaky"] == "on_host"  # evicted to make room for the retry
+        await use(zoo, "other")  # the zoo still works
+
+    asyncio.run(main())
+    assert states(zoo) == {"other": "loaded", "flaky": "on_host", "hopeless": "unloaded"}
+    assert zoo.resident_bytes == 50 * KIB
+
+
+def test_reload_from_host_and_full_unload() -> None:
+    cached, plain = TensorLoader(60 * KIB), TensorLoader(60 * KIB, host_copy=False)
+    zoo = zoo_with(100 * KIB, cached=(Priority.LOW, cached), plain=(Priority.LOW, plain))
+
+    async def main() -> None:
+        await use(zoo, "cached")
+        await use(zoo, "plain")  # evicts cached, which keeps a host copy
+        await use(zoo, "cached")  # evicts plain, which keeps none
+        assert states(zoo) == {"cached": "loaded", "plain": "unloaded"}
+        await zoo.unload("cached")
+
+    asyncio.run(main())
+    stats = {s.name: s for s in zoo.stats()}
+    assert (stats["cached"].loads_from_disk, stats["cached"].loads_from_host) == (1, 1)
+    assert stats["cached"].state == "unloaded" and zoo.resident_bytes == 0
+
+
+def test_a_pinned_model_is_never_evicted() -> None:
+    zoo = zoo_with(
+        100 * KIB,
+        a=(Priority.LOW, TensorLoader(100 * KIB)),
+        b=(Priority.HIGH, TensorLoader(100 * KIB)),
+    )
+
+    async def main() -> None:
+        await use(zoo, "a")
+        zoo.pin("a")
+        with pytest.raises(ZooFullError):
+            await use(zoo, "b", timeout_s=0.2)
+        zoo.pin("a", False)
+        await use(zoo, "b")
+
+    asyncio.run(main())
+    assert states(zoo) == {"a": "on_host", "b": "loaded"}
+
+
+def test_bad_registrations_are_refused() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        ModelZoo(0)
+    zoo = zoo_with(10, a=(Priority.LOW, TensorLoader(1)))
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.register("a", Priority.LOW, TensorLoader(1).loader())
+    with pytest.raises(KeyError, match="registered: a"):
+        zoo.pin("b")
+
+
+workload = st.lists(st.tuples(st.integers(0, 5), st.floats(0.0, 0.02)), min_size=1, max_size=25)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 60), min_size=6, max_size=6),
+    priorities=st.lists(st.sampled_from(list(Priority)), min_size=6, max_size=6),
+    steps=workload,
+)
+def test_the_budget_holds_under_a_random_workload(
+    sizes: list[int], priorities: list[Priority], steps: list[tuple[int, float]]
+) -> None:
+    budget = 100 * KIB
+    loaders = [TensorLoader(s * KIB) for s in sizes]
+    zoo = ModelZoo(budget)
+    for index, (priority, loader) in enumerate(zip(priorities, loaders, strict=True)):
+        zoo.register(f"m{index}", priority, loader.loader())
+    peak = [0]
+
+    async def request(index: int, hold_s: float) -> None:
+        try:
+            async with zoo.lease(f"m{index}", 0.5):
+                peak[0] = max(peak[0], zoo.resident_bytes)
+                await asyncio.sleep(hold_s)
+        except ZooFullError:
+            pass  # refused is allowed; over budget is not
+
+    async def main() -> None:
+        await asyncio.gather(*(request(i, hold) for i, hold in steps))
+
+    asyncio.run(main())
+    assert peak[0] <= budget
+    assert zoo.resident_bytes <= budget
+    assert all(s.leases == 0 for s in zoo.stats())
+    assert all(
+        s.state in (State.LOADED.value, State.ON_HOST.value, State.UNLOADED.value)
+        for s in zoo.stats()
+    )
