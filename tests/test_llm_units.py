@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from hearthwatch.llm.admission import Admission, QueueFullError, SessionTimeoutError
+from hearthwatch.llm.chunks import assemble
 from hearthwatch.llm.engines.openai_compat import OpenAICompatConfig
 from hearthwatch.llm.engines.vllm import VllmConfig
-from hearthwatch.llm.gateway import assemble
 from hearthwatch.llm.profiles import EngineFlags, ProfileError, load_profiles, select_profile
 
 

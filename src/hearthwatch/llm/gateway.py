@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from hearthwatch.llm.admission import Admission, QueueFullError, SessionTimeoutError
+from hearthwatch.llm.chunks import assemble, has_token
 from hearthwatch.llm.metrics import LlmMetrics
 from hearthwatch.llm.profiles import HardwareProfile
 from hearthwatch.llm.supervisor import EngineSupervisor
@@ -67,14 +68,6 @@ def _validate(kind: str, body: Any) -> None:
         raise GatewayError(400, "'prompt' must be a string or a list")
     if body.get("n", 1) != 1:
         raise GatewayError(400, "only n=1 is supported")
-
-
-def _has_token(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
-            return True
-    return False
 
 
 class LlmGateway:
@@ -172,7 +165,7 @@ class LlmGateway:
                         message = _engine_message(data.encode())
                         log.warning("engine error mid-stream: %s", message)
                         raise GatewayError(502, f"LLM engine error: {message}")
-                    if exchange.first_token_at is None and _has_token(chunk):
+                    if exchange.first_token_at is None and has_token(chunk):
                         exchange.first_token_at = time.monotonic()
                     if chunk.get("usage"):
                         exchange.usage = chunk["usage"]
@@ -198,45 +191,6 @@ def _engine_message(raw: bytes) -> str:
     if isinstance(error, dict):
         return str(error.get("message", error))
     return str(error)
-
-
-def assemble(kind: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fold streamed chunks into the response the non-streaming API returns."""
-    texts: dict[int, list[str]] = {}
-    finish: dict[int, str | None] = {}
-    usage = None
-    for chunk in chunks:
-        usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or []:
-            index = int(choice.get("index", 0))
-            piece = (
-                (choice.get("delta") or {}).get("content") if kind == "chat" else choice.get("text")
-            )
-            texts.setdefault(index, []).append(piece or "")
-            if choice.get("finish_reason"):
-                finish[index] = choice["finish_reason"]
-    first = chunks[0] if chunks else {}
-    choices = []
-    for index in sorted(texts):
-        text = "".join(texts[index])
-        if kind == "chat":
-            choices.append(
-                {
-                    "index": index,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish.get(index),
-                }
-            )
-        else:
-            choices.append({"index": index, "text": text, "finish_reason": finish.get(index)})
-    return {
-        "id": first.get("id", ""),
-        "object": "chat.completion" if kind == "chat" else "text_completion",
-        "created": first.get("created", int(time.time())),
-        "model": first.get("model", ""),
-        "choices": choices,
-        "usage": usage or {},
-    }
 
 
 async def wait_for_disconnect(receive: Any) -> None:

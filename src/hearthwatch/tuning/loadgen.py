@@ -18,6 +18,8 @@ from typing import Any, Literal
 import aiohttp
 import numpy as np
 
+from hearthwatch.llm.chunks import has_token
+
 Arrival = Literal["constant", "poisson"]
 LATE_WARNING_MS = 10.0
 
@@ -108,10 +110,7 @@ class _Sender:
             if not line.startswith(b"data:") or line == b"data: [DONE]":
                 continue
             chunk = json.loads(line[5:])
-            if first is None and any(
-                (c.get("delta") or {}).get("content") or c.get("text")
-                for c in chunk.get("choices") or []
-            ):
+            if first is None and has_token(chunk):
                 first = time.perf_counter() - self.start
             if chunk.get("usage"):
                 tokens = chunk["usage"].get("completion_tokens")
