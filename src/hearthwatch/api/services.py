@@ -13,7 +13,6 @@ import torch
 from hearthwatch.api.errors import ApiError, image_error
 from hearthwatch.config import Settings
 from hearthwatch.llm.gateway import LlmGateway
-from hearthwatch.llm.metrics import LlmMetrics
 from hearthwatch.llm.profiles import HardwareProfile, load_profiles, select_profile
 from hearthwatch.llm.supervisor import EngineSupervisor
 from hearthwatch.runtime.batcher import BatchingConfig
@@ -132,12 +131,7 @@ def build_llm(
     supervisor = EngineSupervisor(
         settings.llm_engine, profile.engine, settings.llm_startup_timeout_s
     )
-    gateway = LlmGateway(
-        supervisor,
-        profile,
-        lambda active, queued: LlmMetrics(metrics.registry, active, queued),
-        settings.llm_request_timeout_s,
-    )
+    gateway = LlmGateway(supervisor, profile, metrics.registry, settings.llm_request_timeout_s)
     supervisor.on_restart = gateway.metrics.engine_restarts.inc
     log.info("LLM profile %s, engine %s", profile.name, settings.llm_engine.type)
     return gateway

@@ -9,11 +9,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry
 
 from hearthwatch.llm.admission import Admission, QueueFullError, SessionTimeoutError
 from hearthwatch.llm.chunks import assemble, has_token
@@ -75,15 +76,15 @@ class LlmGateway:
         self,
         supervisor: EngineSupervisor,
         profile: HardwareProfile,
-        metrics_factory: Callable[[Callable[[], int], Callable[[], int]], LlmMetrics],
+        registry: CollectorRegistry,
         timeout_s: float = 120.0,
     ):
         self.supervisor = supervisor
         self.profile = profile
         self.timeout_s = timeout_s
         self.admission = Admission(profile.max_concurrent_sessions, profile.max_queue_depth)
-        self.metrics = metrics_factory(
-            lambda: self.admission.running, lambda: self.admission.waiting
+        self.metrics = LlmMetrics(
+            registry, lambda: self.admission.running, lambda: self.admission.waiting
         )
         self._client: httpx.AsyncClient | None = None
 
