@@ -40,7 +40,7 @@ class Services:
     decode_pool: ThreadPoolExecutor
     models: dict[str, ServedModel] = field(default_factory=dict)
     llm: LlmGateway | None = None
-    _security_ids: dict[str, frozenset[int]] = field(default_factory=dict)
+    security_ids: dict[str, frozenset[int]] = field(default_factory=dict)
 
     def model(self, name: str) -> ServedModel:
         try:
@@ -51,11 +51,7 @@ class Services:
 
     def security_class_ids(self, model: ServedModel) -> frozenset[int]:
         """Indices of the model's classes that the security application reports by default."""
-        ids = self._security_ids.get(model.name)
-        if ids is None:
-            ids = class_ids_named(model.detector.class_names, SECURITY_CLASSES)
-            self._security_ids[model.name] = ids
-        return ids
+        return self.security_ids[model.name]
 
     async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> np.ndarray:
         """Decode on the decode pool; bad input counts as a BAD_INPUT failure of ``model``."""
@@ -114,7 +110,10 @@ def build_services(settings: Settings) -> Services:
     )
     pool = ThreadPoolExecutor(settings.decode_workers)
     llm = build_llm(settings, telemetry, metrics) if settings.llm_enabled else None
-    return Services(settings, device, telemetry, metrics, pool, models, llm)
+    security_ids = {
+        n: class_ids_named(m.detector.class_names, SECURITY_CLASSES) for n, m in models.items()
+    }
+    return Services(settings, device, telemetry, metrics, pool, models, llm, security_ids)
 
 
 def llm_profile(settings: Settings, telemetry: TelemetrySampler | None = None) -> HardwareProfile:
