@@ -92,7 +92,7 @@ def test_burst_sends_everything_at_once(delay_server: str) -> None:
     records = asyncio.run(burst(f"{delay_server}/sleep", BODY, 20))
     assert len(records) == 20 and all(r.status == 200 for r in records)
     assert max(r.sent_s for r in records) < 0.05  # all left together
-    assert max(r.done_s for r in records) < DELAY_S + 0.1  # and were served in parallel
+    assert max(r.done_s for r in records) < 10 * DELAY_S  # in parallel: one by one takes 20×
 
 
 def test_closed_loop_keeps_the_concurrency(delay_server: str) -> None:

@@ -33,6 +33,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         llm_profile(settings)  # an unknown profile or a missing model stops here, not later
         settings.llm_engine.check()
+    if settings.enrich_enabled:
+        from hearthwatch.runtime.enrichers.catalog import DEFAULT_MODELS_FILE, load_catalog
+
+        load_catalog(settings.enrich_models_file or DEFAULT_MODELS_FILE, settings.models_dir)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

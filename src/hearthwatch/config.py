@@ -77,6 +77,23 @@ class Settings(BaseModel):
     llm_request_timeout_s: float = Field(120.0, gt=0)
     llm_startup_timeout_s: float = Field(120.0, gt=0)
 
+    enrich_enabled: bool = Field(True, description="Serve /enrich from the model zoo.")
+    enrich_models_file: Path | None = Field(
+        None, description="Enrichment models (models.yml); the built-in one if unset."
+    )
+    models_dir: Path = Field(Path("models"), description="Where relative weight paths point.")
+    enrich_timeout_ms: float = Field(
+        30_000.0, gt=0.0, description="Deadline of one /enrich request, model loads included."
+    )
+    vram_budget_gb: float | None = Field(
+        None, gt=0.0, description="Zoo budget; unset: VRAM_BUDGET_FRACTION of free memory."
+    )
+    vram_budget_fraction: float = Field(0.8, gt=0.0, le=1.0)
+    vram_reserve_gb: float = Field(1.0, ge=0.0, description="Kept out of a fractional budget.")
+    host_reserve_gb: float = Field(
+        2.0, ge=0.0, description="Host memory left free when keeping evicted models on the host."
+    )
+
     gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hearthwatch import __version__
-from hearthwatch.api import detect, llm, system, v2
+from hearthwatch.api import detect, enrich, llm, repository, system, v2
 from hearthwatch.api.errors import install_error_handlers
 from hearthwatch.api.services import Services, build_services
 from hearthwatch.config import Settings
@@ -36,6 +36,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(detect.router)
     app.include_router(v2.router)
+    app.include_router(repository.router)
+    app.include_router(enrich.router)
     app.include_router(system.router)
     app.include_router(llm.router)
     return app

@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hearthwatch.runtime.batcher import BatcherStoppedError, DeadlineExceededError, QueueFullError
+from hearthwatch.runtime.enrichment import EnrichRequestError
 from hearthwatch.runtime.images import ImageError
+from hearthwatch.runtime.zoo import ZooFullError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueueFullError)
     async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
         return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(ZooFullError)
+    async def _zoo_full(request: Request, exc: ZooFullError) -> JSONResponse:
+        return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(EnrichRequestError)
+    async def _enrich_request(request: Request, exc: EnrichRequestError) -> JSONResponse:
+        return error_response(400, str(exc))
 
     @app.exception_handler(BatcherStoppedError)
     async def _stopped(request: Request, exc: BatcherStoppedError) -> JSONResponse:

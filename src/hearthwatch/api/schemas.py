@@ -58,3 +58,67 @@ class GpuHistoryResponse(BaseModel):
     minutes: float
     interval_s: float
     samples: list[dict[str, Any]]
+
+
+class EnrichDetection(BaseModel):
+    """A detection to enrich; the ``/detect`` response's detections fit as they are."""
+
+    class_name: str = Field(min_length=1)
+    confidence: float | None = Field(None, ge=0.0, le=1.0)
+    bbox: BoundingBox
+
+
+class EnrichRequest(BaseModel):
+    image: str = Field(min_length=1, description="The frame as base64 (JPEG, PNG, BMP, WebP).")
+    detections: list[EnrichDetection] = Field(default_factory=list, max_length=1000)
+    models: list[str] | None = Field(
+        None, description="Run only these models (still only where triggered)."
+    )
+
+
+class EnrichedDetection(EnrichDetection):
+    enrichments: dict[str, Any] = Field(description="Each triggered model's result, by model.")
+
+
+class EnrichResponse(BaseModel):
+    image: ImageSize
+    detections: list[EnrichedDetection]
+    frame: dict[str, Any] = Field(description="Frame-wide results (threats), by model.")
+    models_run: list[str]
+    unavailable: dict[str, str] = Field(description="Triggered models that cannot load here.")
+    total_ms: float
+
+
+class ZooModelRow(BaseModel):
+    name: str
+    priority: str
+    triggers: list[str]
+    state: str = Field(description="unloaded, loading, loaded, on_host or unavailable.")
+    reason: str | None = None
+    resident_bytes: int = 0
+    footprint_bytes: int = 0
+    leases: int = 0
+    pinned: bool = False
+    loads_from_disk: int = 0
+    loads_from_host: int = 0
+    load_s_from_disk: float = 0.0
+    load_s_from_host: float = 0.0
+    evictions: int = 0
+    hits: int = 0
+    misses: int = 0
+    batches: int = Field(0, description="Model executions.")
+    batched_items: int = Field(0, description="Crops or frames run; / batches = mean batch.")
+
+
+class ZooResponse(BaseModel):
+    device: str
+    budget_bytes: int
+    resident_bytes: int
+    models: list[ZooModelRow]
+
+
+class RepositoryModel(BaseModel):
+    name: str
+    version: str = "1"
+    state: str = Field(description="READY, UNAVAILABLE or LOADING, as Triton reports them.")
+    reason: str = ""

@@ -18,11 +18,17 @@ from hearthwatch.llm.supervisor import EngineSupervisor
 from hearthwatch.runtime.batcher import BatchingConfig
 from hearthwatch.runtime.detections import class_ids_named
 from hearthwatch.runtime.device import select_device
+from hearthwatch.runtime.enrichers.catalog import DEFAULT_MODELS_FILE, load_catalog
+from hearthwatch.runtime.enrichment import EnrichmentService
 from hearthwatch.runtime.images import ImageError, decode_image
 from hearthwatch.runtime.metrics import ServingMetrics
+from hearthwatch.runtime.optimize import resolve_dtype
 from hearthwatch.runtime.served_model import ServedModel
 from hearthwatch.runtime.stats import ModelStats
 from hearthwatch.runtime.telemetry import TelemetrySampler
+from hearthwatch.runtime.zoo import ModelZoo
+from hearthwatch.runtime.zoo_memory import GIB, budget_bytes
+from hearthwatch.runtime.zoo_metrics import ZooCollector
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ class Services:
     decode_pool: ThreadPoolExecutor
     models: dict[str, ServedModel] = field(default_factory=dict)
     llm: LlmGateway | None = None
+    enrichment: EnrichmentService | None = None
     security_ids: dict[str, frozenset[int]] = field(default_factory=dict)
 
     def model(self, name: str) -> ServedModel:
@@ -53,27 +60,38 @@ class Services:
         """Indices of the model's classes that the security application reports by default."""
         return self.security_ids[model.name]
 
-    async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> np.ndarray:
-        """Decode on the decode pool; bad input counts as a BAD_INPUT failure of ``model``."""
+    async def decode_bytes(self, data: bytes, label: str | None = None) -> np.ndarray:
+        """Decode on the decode pool; bad input raises a 4xx :class:`ApiError`."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
                 self.decode_pool, decode_image, data, self.settings.max_image_pixels
             )
         except ImageError as exc:
-            model.stats.record_failure("BAD_INPUT", 0.0)
             raise image_error(exc, label) from None
+
+    async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> np.ndarray:
+        """:meth:`decode_bytes`; bad input counts as a BAD_INPUT failure of ``model``."""
+        try:
+            return await self.decode_bytes(data, label)
+        except ApiError:
+            model.stats.record_failure("BAD_INPUT", 0.0)
+            raise
 
     def start(self) -> None:
         self.telemetry.start()
         for model in self.models.values():
             model.start(warmup=self.settings.warmup)
+        if self.enrichment is not None:
+            self.enrichment.start()
         if self.llm is not None:
             self.llm.supervisor.start()
 
     def stop(self) -> None:
         if self.llm is not None:
             self.llm.supervisor.stop()
+        if self.enrichment is not None:
+            self.enrichment.stop()
         for model in self.models.values():
             model.stop()
         self.telemetry.stop()
@@ -110,10 +128,32 @@ def build_services(settings: Settings) -> Services:
     )
     pool = ThreadPoolExecutor(settings.decode_workers)
     llm = build_llm(settings, telemetry, metrics) if settings.llm_enabled else None
+    enrichment = build_enrichment(settings, device, metrics) if settings.enrich_enabled else None
     security_ids = {
         n: class_ids_named(m.detector.class_names, SECURITY_CLASSES) for n, m in models.items()
     }
-    return Services(settings, device, telemetry, metrics, pool, models, llm, security_ids)
+    return Services(
+        settings, device, telemetry, metrics, pool, models, llm, enrichment, security_ids
+    )
+
+
+def build_enrichment(
+    settings: Settings, device: torch.device, metrics: ServingMetrics
+) -> EnrichmentService:
+    """The enrichment models of the models file, registered in a zoo under the budget."""
+    catalog = load_catalog(settings.enrich_models_file or DEFAULT_MODELS_FILE, settings.models_dir)
+    budget = budget_bytes(
+        device, settings.vram_budget_gb, settings.vram_budget_fraction, settings.vram_reserve_gb
+    )
+    zoo = ModelZoo(budget)
+    metrics.registry.register(ZooCollector(zoo))
+    dtype = resolve_dtype(settings.precision, device)
+    service = EnrichmentService(catalog, zoo, device, dtype, int(settings.host_reserve_gb * GIB))
+    log.info(
+        "model zoo: %.2f GiB budget on %s; enrichment models %s, unavailable %s",
+        budget / GIB, device, sorted(service.models), sorted(service.unavailable),
+    )  # fmt: skip
+    return service
 
 
 def llm_profile(settings: Settings, telemetry: TelemetrySampler | None = None) -> HardwareProfile:

@@ -37,7 +37,10 @@ from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
-EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "schedule_policy"]
+EXTENSIONS = [
+    "binary_tensor_data", "statistics", "model_configuration", "schedule_policy",
+    "model_repository",
+]  # fmt: skip
 IMAGE_INPUTS = {"IMAGE": ("BYTES", [-1, 1]), "IMAGE_RGB": ("UINT8", [-1, -1, -1, 3])}
 OUTPUTS = {
     "num_detections": ("INT32", [-1, 1]),

@@ -7,7 +7,8 @@ lowest priority first, least recently used within a priority.
   under lease: it waits for leases to end, up to its deadline, then fails with
   :class:`ZooFullError` (a 503 for the caller).
 - Concurrent requests for a model that is loading share one load.
-- Out of memory during a load: evict what may be evicted, retry once, then :class:`ZooFullError`.
+- Out of memory during a load: evict what may be evicted, retry once, then :class:`ZooFullError`;
+  out of memory during inference: the caller asks :meth:`ModelZoo.relieve` and retries once.
 - Eviction keeps the model on the host (``offload``) when the loader can, so a reload is a
   copy; :meth:`ModelZoo.unload` drops it entirely.
 """
@@ -75,26 +76,38 @@ class _Entry:
     model: Any = None
     host_copy: Any = None
     footprint: int = 0
+    reserved: int = 0  # while loading: the room made for it (nothing while it waits for room)
     leases: int = 0
     pinned: bool = False
     last_used: int = 0
     loading: asyncio.Future[None] | None = None
     loads_from_disk: int = 0
     loads_from_host: int = 0
+    load_s_from_disk: float = 0.0
+    load_s_from_host: float = 0.0
     evictions: int = 0
+    hits: int = 0
+    misses: int = 0
 
 
 @dataclass(frozen=True)
 class ZooStats:
+    """One model's row in the zoo's table; ``footprint_bytes`` is its last measurement."""
+
     name: str
     priority: str
     state: str
     resident_bytes: int
+    footprint_bytes: int
     leases: int
     pinned: bool
     loads_from_disk: int
     loads_from_host: int
+    load_s_from_disk: float
+    load_s_from_host: float
     evictions: int
+    hits: int
+    misses: int
 
 
 @dataclass
@@ -126,28 +139,39 @@ class ModelZoo:
         return sum(e.footprint for e in self._entries.values() if e.state is State.LOADED)
 
     def _held_by_others(self, requester: _Entry) -> int:
-        """Bytes loaded or being loaded (at their remembered footprint) by other models."""
+        """Bytes other models hold: loaded ones their footprint, loading ones their room."""
         return sum(
-            e.footprint
+            e.footprint if e.state is State.LOADED else e.reserved
             for e in self._entries.values()
-            if e is not requester and e.state in (State.LOADED, State.LOADING)
+            if e is not requester
         )
 
     def stats(self) -> list[ZooStats]:
         return [
             ZooStats(
-                e.name,
-                e.priority.name,
-                e.state.value,
-                e.footprint if e.state is State.LOADED else 0,
-                e.leases,
-                e.pinned,
-                e.loads_from_disk,
-                e.loads_from_host,
-                e.evictions,
-            )  # fmt: skip
+                name=e.name,
+                priority=e.priority.name,
+                state=e.state.value,
+                resident_bytes=e.footprint if e.state is State.LOADED else 0,
+                footprint_bytes=e.footprint,
+                leases=e.leases,
+                pinned=e.pinned,
+                loads_from_disk=e.loads_from_disk,
+                loads_from_host=e.loads_from_host,
+                load_s_from_disk=e.load_s_from_disk,
+                load_s_from_host=e.load_s_from_host,
+                evictions=e.evictions,
+                hits=e.hits,
+                misses=e.misses,
+            )
             for e in self._entries.values()
         ]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def state(self, name: str) -> State:
+        return self._entry(name).state
 
     def pin(self, name: str, pinned: bool = True) -> None:
         self._entry(name).pinned = pinned
@@ -162,8 +186,11 @@ class ModelZoo:
     async def lease(self, name: str, timeout_s: float) -> AsyncIterator[Any]:
         """The loaded model, held against eviction until the block ends."""
         entry = self._entry(name)
-        deadline = time.monotonic() + timeout_s
-        await self._ensure_loaded(entry, deadline)
+        if entry.state is State.LOADED:
+            entry.hits += 1
+        else:
+            entry.misses += 1
+        await self._ensure_loaded(entry, time.monotonic() + timeout_s)
         entry.leases += 1
         entry.last_used = next(self._clock)
         try:
@@ -172,6 +199,23 @@ class ModelZoo:
             entry.leases -= 1
             async with self._condition():
                 self._condition().notify_all()
+
+    async def load(self, name: str, timeout_s: float) -> None:
+        """Bring the model onto the device now (it stays evictable like any other)."""
+        entry = self._entry(name)
+        await self._ensure_loaded(entry, time.monotonic() + timeout_s)
+        entry.last_used = next(self._clock)
+
+    async def relieve(self, name: str) -> int:
+        """After out of memory during inference with ``name``: evict every model it may evict.
+        Returns how many left the device."""
+        requester = self._entry(name)
+        async with self._condition():
+            victims = self._evictable(requester)
+            for victim in victims:
+                self._evict(victim)
+            self._condition().notify_all()
+        return len(victims)
 
     async def _ensure_loaded(self, entry: _Entry, deadline: float) -> None:
         while entry.state is not State.LOADED:
@@ -197,34 +241,48 @@ class ModelZoo:
     # -- loading and eviction --------------------------------------------------------------
     async def _load(self, entry: _Entry, deadline: float) -> None:
         from_host = entry.state is State.ON_HOST
-        entry.state = State.LOADING  # counted at its remembered footprint while it loads
+        entry.state = State.LOADING
         try:
             while True:
                 await self._make_room(entry, entry.footprint, deadline)
+                entry.reserved = entry.footprint
+                started = time.monotonic()
                 model = await self._load_once(entry)
-                entry.footprint = entry.loader.measure(model)
+                entry.footprint = entry.reserved = entry.loader.measure(model)
                 try:  # room for what it really takes, now, without waiting while it holds it
                     await self._make_room(entry, entry.footprint, time.monotonic())
                     break
                 except ZooFullError:
                     self._park(entry, model)  # off the device while room is made, then again
+                    await self._set_reserved(entry, 0)
                     _left(deadline, entry)
             entry.model, entry.state = model, State.LOADED
         except BaseException:
             if entry.state is State.LOADING:
                 entry.state = State.ON_HOST if entry.host_copy is not None else State.UNLOADED
             raise
+        finally:
+            entry.reserved = 0
+        seconds = time.monotonic() - started
         if from_host:
             entry.loads_from_host += 1
+            entry.load_s_from_host += seconds
         else:
             entry.loads_from_disk += 1
+            entry.load_s_from_disk += seconds
+
+    async def _set_reserved(self, entry: _Entry, reserved: int) -> None:
+        async with self._condition():
+            entry.reserved = reserved
+            self._condition().notify_all()
 
     async def _load_once(self, entry: _Entry) -> Any:
         """Load; out of memory once: evict what the requester may evict and try again."""
         try:
             return await asyncio.to_thread(entry.loader.load, entry.host_copy)
         except ModelOutOfMemoryError:
-            self._evict_all_below(entry)
+            for victim in self._evictable(entry):
+                self._evict(victim)
         try:
             return await asyncio.to_thread(entry.loader.load, entry.host_copy)
         except ModelOutOfMemoryError:
@@ -275,10 +333,6 @@ class ModelZoo:
                 except TimeoutError:
                     continue
 
-    def _evict_all_below(self, requester: _Entry) -> None:
-        for victim in self._evictable(requester):
-            self._evict(victim)
-
     def _evict(self, entry: _Entry) -> None:
         entry.host_copy = None
         self._park(entry, entry.model)
@@ -291,13 +345,24 @@ class ModelZoo:
             entry.loader.release(entry.model)
         entry.model, entry.host_copy, entry.state = None, None, State.UNLOADED
 
+    async def evict(self, name: str, timeout_s: float = 30.0) -> None:
+        """Take the model off the device (kept on the host when it can be), once its leases
+        end; a model that is not loaded is left as it is."""
+        await self._when_unleased(name, timeout_s, self._evict, only_loaded=True)
+
     async def unload(self, name: str, timeout_s: float = 30.0) -> None:
         """Free the model from the device and the host, once its leases end."""
+        await self._when_unleased(name, timeout_s, self._drop, only_loaded=False)
+
+    async def _when_unleased(
+        self, name: str, timeout_s: float, action: Callable[[_Entry], None], only_loaded: bool
+    ) -> None:
         entry = self._entry(name)
         condition = self._condition()
         async with condition:
             await asyncio.wait_for(condition.wait_for(lambda: entry.leases == 0), timeout_s)
-            self._drop(entry)
+            if entry.state is State.LOADED or not only_loaded:
+                action(entry)
             condition.notify_all()
 
 

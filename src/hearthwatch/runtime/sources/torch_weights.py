@@ -10,13 +10,15 @@ import torch
 log = logging.getLogger(__name__)
 
 
+def warn_random(what: str) -> None:
+    log.warning("%s is randomly initialised: its outputs mean nothing", what)
+
+
 def load_state_dict(module: torch.nn.Module, weights: Path | None, random_init: bool) -> None:
     if weights is None:
         if not random_init:
             raise ValueError("a local weights file is required (or random_init: true)")
-        log.warning(
-            "%s is randomly initialised: its detections mean nothing", type(module).__name__
-        )
+        warn_random(type(module).__name__)
         return
     if not weights.is_file():
         raise FileNotFoundError(f"weights file {weights} does not exist")

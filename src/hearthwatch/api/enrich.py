@@ -1,0 +1,128 @@
+"""``POST /enrich`` (an image and its detections → each triggered model's results) and the
+model zoo's table at ``/api/zoo``, with pin and unpin."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from hearthwatch.api.body import read_body
+from hearthwatch.api.detect import ERROR_RESPONSES, services_of
+from hearthwatch.api.errors import ApiError
+from hearthwatch.api.schemas import EnrichRequest, EnrichResponse, ZooModelRow, ZooResponse
+from hearthwatch.api.services import Services
+from hearthwatch.runtime.device import device_name
+from hearthwatch.runtime.enrichment import EnrichmentService, InputDetection
+
+router = APIRouter(tags=["enrichment"])
+
+
+def enrichment_of(services: Services) -> EnrichmentService:
+    if services.enrichment is None:
+        raise ApiError(404, "the enrichment service is off (ENRICH_ENABLED=false)")
+    return services.enrichment
+
+
+def _parse(body: bytes) -> EnrichRequest:
+    try:
+        return EnrichRequest.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ApiError(400, f"invalid request: {problems}") from None
+
+
+@router.post(
+    "/enrich",
+    response_model=EnrichResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EnrichRequest.model_json_schema()}},
+        }
+    },
+)
+async def enrich(request: Request) -> dict[str, Any]:
+    started = time.monotonic()
+    services = services_of(request)
+    service = enrichment_of(services)
+    body = _parse(await read_body(request, services.settings.max_body_bytes))
+    try:
+        data = base64.b64decode(body.image, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "image: not valid base64") from None
+    image = await services.decode_bytes(data, "image")
+    detections = [
+        InputDetection(d.class_name, (d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2))
+        for d in body.detections
+    ]
+    timeout_s = services.settings.enrich_timeout_ms / 1000
+    result = await service.enrich(image, detections, timeout_s, body.models)
+    return {
+        "image": {"width": image.shape[1], "height": image.shape[0]},
+        "detections": [
+            {**d.model_dump(), "enrichments": found}
+            for d, found in zip(body.detections, result.detections, strict=True)
+        ],
+        "frame": result.frame,
+        "models_run": result.models_run,
+        "unavailable": result.unavailable,
+        "total_ms": round((time.monotonic() - started) * 1000, 2),
+    }
+
+
+@router.get("/api/zoo", response_model=ZooResponse)
+async def zoo_table(request: Request) -> dict[str, Any]:
+    services = services_of(request)
+    service = enrichment_of(services)
+    stats = {row.name: row for row in service.zoo.stats()}
+    rows: list[ZooModelRow] = []
+    for config in service.catalog:
+        common = {"name": config.name, "priority": config.priority, "triggers": config.triggers}
+        row = stats.get(config.name)
+        if row is None:
+            reason = service.unavailable[config.name]
+            rows.append(ZooModelRow(**common, state="unavailable", reason=reason))
+        else:
+            counts = service.models[config.name].counts
+            batching = {"batches": counts.batches, "batched_items": counts.items}
+            rows.append(ZooModelRow(**{**dataclasses.asdict(row), **common, **batching}))
+    return {
+        "device": device_name(services.device),
+        "budget_bytes": service.zoo.budget_bytes,
+        "resident_bytes": service.zoo.resident_bytes,
+        "models": rows,
+    }
+
+
+def zoo_model(request: Request, name: str) -> EnrichmentService:
+    service = enrichment_of(services_of(request))
+    if name in service.unavailable:
+        raise ApiError(409, f"model {name!r} is unavailable: {service.unavailable[name]}")
+    if name not in service.zoo:
+        known = ", ".join(m.name for m in service.catalog)
+        raise ApiError(404, f"unknown zoo model {name!r}; known: {known}")
+    return service
+
+
+@router.post("/api/zoo/{name}/pin", responses=ERROR_RESPONSES)
+async def pin(request: Request, name: str) -> dict[str, Any]:
+    """Pin the model and load it: it stays on the device until unpinned."""
+    zoo = zoo_model(request, name).zoo
+    zoo.pin(name, True)
+    await zoo.load(name, services_of(request).settings.enrich_timeout_ms / 1000)
+    return {"name": name, "pinned": True}
+
+
+@router.post("/api/zoo/{name}/unpin", responses=ERROR_RESPONSES)
+async def unpin(request: Request, name: str) -> dict[str, Any]:
+    zoo_model(request, name).zoo.pin(name, False)
+    return {"name": name, "pinned": False}
