@@ -26,4 +26,5 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/serve_bench.py
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/serve_bench.py --ablations

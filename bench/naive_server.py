@@ -23,7 +23,9 @@ from hearthwatch.runtime.optimize import OptimizationSettings
 
 settings = load_settings().settings
 device = select_device(settings.use_gpu)
-plain = OptimizationSettings(precision="fp32", channels_last=False, cudnn_benchmark=False)
+plain = OptimizationSettings(
+    precision="fp32", channels_last=False, cudnn_benchmark=False, cuda_graphs=False
+)
 detector = settings.detector.build(device, plain, lambda name, reason: None)
 app = FastAPI()
 

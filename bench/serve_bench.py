@@ -6,7 +6,13 @@
 (c) hearthwatch end to end over HTTP: open-loop JPEG requests at rising rates; the knee is the
     highest rate served at ≥ 95 % of the offered rate with no errors, and P50/P95/P99 are
     reported at each rate and at 80 % of the knee;
-(d) the naive server (one forward per request, CPU decode, fp32) at the same rates.
+(d) the naive server (one forward per request, CPU decode, fp32) at the same rates;
+(e) LitServe with its dynamic batching, serving the same detector (bench/litserve_server.py,
+    multipart uploads decoded on the CPU), at the same rates (needs ``pip install litserve``).
+
+With ``--ablations`` it also measures, in the same run, what each hot-path optimisation adds:
+the in-process pipeline with decoding on the device off, with CUDA graphs off, and the
+in-process served throughput (batcher, prepare and run) with overlap on and off.
 
 Writes a JSON record to bench/results/ with the device, versions, command and ratios.
 """
@@ -29,9 +35,12 @@ import numpy as np
 import torch
 
 from hearthwatch.config import load_settings
+from hearthwatch.runtime.batcher import BatchingConfig
 from hearthwatch.runtime.device import device_name, select_device
-from hearthwatch.runtime.images import decode_image
-from hearthwatch.runtime.sources.base import Detector, warmup_batch_sizes
+from hearthwatch.runtime.graphs import bucket_sizes
+from hearthwatch.runtime.images import check_encoded, decode_image
+from hearthwatch.runtime.served_model import ServedModel
+from hearthwatch.runtime.sources.base import Detector
 from hearthwatch.tuning.environment import record_header
 from hearthwatch.tuning.frames import synthetic_frames
 from hearthwatch.tuning.loadgen import Payload, image_payloads, open_loop, summarize
@@ -58,7 +67,7 @@ KNEE_SERVED_FRACTION = 0.95
 def timed(fn: Any, min_seconds: float, min_runs: int = 3) -> tuple[float, int]:
     """Seconds per call (median of runs) after one warm-up call."""
     fn()
-    times = []
+    times: list[float] = []
     started = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - started < min_seconds:
         t0 = time.perf_counter()
@@ -92,14 +101,18 @@ def model_only(
 def pipeline(
     detector: Detector, jpegs: list[bytes], batch: int, seconds: float, workers: int
 ) -> dict[str, float]:
+    """JPEG bytes → the detector's own decode path (on the device where it decodes there, else
+    a host thread pool) → prepare → model → post-processing, batch after batch."""
     pool = ThreadPoolExecutor(workers)
     cursor = [0]
 
     def step() -> None:
         chunk = [jpegs[(cursor[0] + i) % len(jpegs)] for i in range(batch)]
         cursor[0] += batch
-        images = list(pool.map(lambda b: decode_image(b, 100_000_000), chunk))
-        detector.detect(images)
+        if detector.decodes_on_device:
+            detector.detect([check_encoded(b, 100_000_000) for b in chunk])  # type: ignore[misc]
+        else:
+            detector.detect(list(pool.map(lambda b: decode_image(b, 100_000_000), chunk)))
 
     per_batch, runs = timed(step, seconds)
     pool.shutdown()
@@ -109,6 +122,41 @@ def pipeline(
         "batch_ms": per_batch * 1000,
         "runs": runs,
     }
+
+
+def served_throughput(
+    detector: Detector, jpegs: list[bytes], batch: int, overlap: bool, count: int
+) -> dict[str, float]:
+    """``count`` requests at once through a :class:`ServedModel` (batcher, prepare, model),
+    no HTTP: what overlapping the next batch's preparation with this one's run adds."""
+    served = ServedModel("m", detector, BatchingConfig(batch, 2.0, count), overlap=overlap)
+    served.start(warmup=False)
+    decode = check_encoded if detector.decodes_on_device else decode_image
+    images = [decode(jpegs[i % len(jpegs)], 100_000_000) for i in range(count)]
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(served.infer(im, 600) for im in images))
+
+    asyncio.run(all_at_once())  # warm
+    started = time.perf_counter()
+    asyncio.run(all_at_once())
+    elapsed = time.perf_counter() - started
+    served.stop()
+    return {"overlap": overlap, "img_per_s": count / elapsed, "requests": count}
+
+
+def multipart_payloads(jpegs: list[bytes]) -> list[Payload]:
+    boundary = "hearthwatchbench"
+    payloads = []
+    for jpeg in jpegs:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="frame.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        body = head + jpeg + f"\r\n--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        payloads.append(Payload(body, headers))
+    return payloads
 
 
 def sweep(
@@ -176,6 +224,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per offered rate")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per in-process point")
     parser.add_argument("--use-gpu", choices=["true", "false"], default="true")
+    parser.add_argument("--compile", action="store_true", help="TORCH_COMPILE=true")
+    parser.add_argument("--ablations", action="store_true", help="each optimisation on and off")
+    parser.add_argument("--no-litserve", action="store_true", help="skip (e)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
@@ -187,12 +238,20 @@ def main() -> int:
         "LOG_LEVEL": "warning",
         "MAX_QUEUE_SIZE": "4096",
         "REQUEST_TIMEOUT_MS": "30000",
+        "MAX_BATCH_SIZE": str(args.max_batch),
+        "TORCH_COMPILE": "true" if args.compile else "false",
     }
-    settings = load_settings(environ=env).settings
-    device = select_device(settings.use_gpu)
-    detector = settings.detector.build(
-        device, settings.optimization(), lambda name, reason: print(f"fallback {name}: {reason}")
-    )
+
+    def build(**changes: str) -> Detector:
+        settings = load_settings(environ={**env, **changes}).settings
+        return settings.detector.build(
+            select_device(settings.use_gpu),
+            settings.optimization(),
+            lambda name, reason: print(f"fallback {name}: {reason}"),
+        )
+
+    device = select_device(args.use_gpu == "true")
+    detector = build()
     jpegs = synthetic_frames(16, args.width, args.height)
     payloads = image_payloads(jpegs)
     image = decode_image(jpegs[0], 100_000_000)
@@ -202,14 +261,33 @@ def main() -> int:
     )
 
     print("(a) model-only ceiling", flush=True)
-    sizes = warmup_batch_sizes(args.max_batch)
+    sizes = bucket_sizes(args.max_batch)
     model_rows = model_only(detector, image, sizes, args.seconds)
     best = max(model_rows, key=lambda r: r["img_per_s"])
     print("(b) in-process pipeline ceiling", flush=True)
     pipe = pipeline(detector, jpegs, int(best["batch_size"]), args.seconds, workers)
     print(f"  pipeline batch {pipe['batch_size']}: {pipe['img_per_s']:.1f} img/s", flush=True)
     applied = list(detector.optimizations)
-    del detector  # the servers below load their own copies
+    ablations: dict[str, Any] = {}
+    if args.ablations:
+        batch = int(best["batch_size"])
+        for overlap in (True, False):
+            row = served_throughput(detector, jpegs, batch, overlap, 8 * batch)
+            ablations[f"served_overlap_{'on' if overlap else 'off'}"] = row
+            print(f"  served, overlap {overlap}: {row['img_per_s']:.1f} img/s", flush=True)
+        del detector
+        variants = {"pipeline_cuda_graphs_off": {"CUDA_GRAPHS": "false"}}
+        if PRESETS[args.model].get("DETECTOR__TYPE") == "hf_rtdetr":  # the one that decodes there
+            variants["pipeline_device_decode_off"] = {"DETECTOR__DEVICE_DECODE": "off"}
+        for name, changes in variants.items():
+            variant = build(**changes)
+            variant.warmup(bucket_sizes(args.max_batch))
+            ablations[name] = pipeline(variant, jpegs, batch, args.seconds, workers)
+            print(f"  {name}: {ablations[name]['img_per_s']:.1f} img/s", flush=True)
+            del variant
+        ablations["pipeline_all_on"] = pipe
+    else:
+        del detector  # the servers below load their own copies
     rates = [round(float(f) * pipe["img_per_s"], 3) for f in args.rates.split(",")]
     timeout_s = 60.0
 
@@ -235,7 +313,18 @@ def main() -> int:
             env, Path(tmp) / "naive.log", command=naive_cmd, ready_path="/health"
         ) as naive:
             naive_rows = sweep(f"{naive.url}/detect", payloads, rates, args.duration, timeout_s)
+        lit_rows: list[dict[str, Any]] = []
+        if not args.no_litserve:
+            print("(e) LitServe with batching over HTTP", flush=True)
+            lit_cmd = [sys.executable, str(ROOT / "bench" / "litserve_server.py")]
+            with ServerProcess(
+                server_env, Path(tmp) / "litserve.log", command=lit_cmd, ready_path="/health"
+            ) as lit:
+                lit_rows = sweep(
+                    f"{lit.url}/detect", multipart_payloads(jpegs), rates, args.duration, timeout_s
+                )
     naive_knee = knee(naive_rows)
+    lit_knee = knee(lit_rows)
 
     def knee_rate(k: dict[str, Any] | None) -> float:
         return float(k["achieved_rps"]) if k else 0.0
@@ -248,6 +337,9 @@ def main() -> int:
         else None,
         "hearthwatch_peak_over_naive_peak": best_throughput(hw_rows)
         / max(best_throughput(naive_rows), 1e-9),
+        "hearthwatch_knee_over_litserve_knee": (knee_rate(hw_knee) / knee_rate(lit_knee))
+        if lit_knee
+        else None,
         "single_request_p50_minus_model_batch1_ms": single["p50_ms"] - model_rows[0]["batch_ms"],
     }
     record = {
@@ -269,6 +361,8 @@ def main() -> int:
             "max_queue_delay_ms": args.queue_delay_ms,
         },
         "naive": {"sweep": naive_rows, "knee": naive_knee},
+        "litserve": {"sweep": lit_rows, "knee": lit_knee},
+        "ablations": ablations,
         "ratios": ratios,
     }
     args.out.mkdir(parents=True, exist_ok=True)

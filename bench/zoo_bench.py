@@ -8,7 +8,9 @@ load from disk (build + read weights + warm-up), seconds to reload from host mem
 eviction, and on a GPU the pinned host→device bandwidth measured on a buffer of the same size;
 ``reload_vs_bandwidth`` is the reload's bytes/s over that bandwidth (target ≥ 0.7).
 Part 2: the same open-loop /enrich-like mix (person, car, dog crops) with a budget that holds
-every model and with one that holds about half of them: throughput, P50/P95 and evictions.
+every model, and with one that holds the CRITICAL and HIGH models plus the largest other one,
+so the MEDIUM and LOW models take turns in one slot: throughput, P50/P95, evictions, reloads
+and requests answered 503 (a model that cannot get room within the deadline).
 On a CPU there is no host→device copy: that column is absent, and eviction keeps the module
 where it is, so part 1 only shows what a reload saves over a rebuild.
 """
@@ -32,7 +34,7 @@ from hearthwatch.runtime.enrichers.catalog import ZooModelConfig, load_catalog
 from hearthwatch.runtime.enrichers.hf_models import HfConfig
 from hearthwatch.runtime.enrichment import EnrichmentService, InputDetection
 from hearthwatch.runtime.images import decode_image
-from hearthwatch.runtime.zoo import ModelZoo
+from hearthwatch.runtime.zoo import ModelZoo, ZooFullError
 from hearthwatch.runtime.zoo_memory import GIB
 from hearthwatch.tuning.environment import record_header
 from hearthwatch.tuning.frames import synthetic_frames
@@ -116,14 +118,23 @@ async def _module(service: EnrichmentService, name: str) -> torch.nn.Module:
         return loaded.module  # type: ignore[no-any-return]
 
 
-async def thrash(service: EnrichmentService, rate: float, requests: int) -> dict[str, Any]:
+async def thrash(
+    service: EnrichmentService, rate: float, requests: int, deadline_s: float
+) -> dict[str, Any]:
     frames = [decode_image(f, 10**8) for f in synthetic_frames(8, 1280, 720)]
     rng = random.Random(0)
     latencies: list[float] = []
 
+    rejected = 0
+
     async def one(i: int) -> None:
+        nonlocal rejected
         started = time.monotonic()
-        await service.enrich(frames[i % len(frames)], rng.choice(MIX), 600)
+        try:
+            await service.enrich(frames[i % len(frames)], rng.choice(MIX), deadline_s)
+        except ZooFullError:
+            rejected += 1
+            return
         latencies.append(time.monotonic() - started)
 
     tasks = []
@@ -138,7 +149,8 @@ async def thrash(service: EnrichmentService, rate: float, requests: int) -> dict
         "budget_bytes": service.zoo.budget_bytes,
         "offered_rps": rate,
         "requests": requests,
-        "throughput_rps": round(requests / elapsed, 2),
+        "rejected_503": rejected,
+        "throughput_rps": round(len(latencies) / elapsed, 2),
         "p50_ms": round(float(p50), 1),
         "p95_ms": round(float(p95), 1),
         "evictions": sum(r.evictions for r in service.zoo.stats()),
@@ -153,6 +165,7 @@ def main() -> int:
     )
     parser.add_argument("--rate", type=float, default=None, help="offered requests/s (thrash)")
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--deadline", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -162,18 +175,21 @@ def main() -> int:
         roomy = service_for(catalog, 64 * GIB, device)
         reload_rows = asyncio.run(reloads(roomy, device))
         roomy.stop()
-        total = sum(r["footprint_bytes"] for r in reload_rows)
+        footprints = {r["model"]: r["footprint_bytes"] for r in reload_rows}
+        priorities = {m.name: m.priority for m in catalog}
+        kept = sum(b for n, b in footprints.items() if priorities[n] in ("CRITICAL", "HIGH"))
+        turns = max(b for n, b in footprints.items() if priorities[n] in ("MEDIUM", "LOW"))
         thrash_rows = []
-        for budget in (total * 2, total // 2):
+        for budget in (2 * sum(footprints.values()), kept + turns):
             service = service_for(catalog, budget, device)
-            thrash_rows.append(asyncio.run(thrash(service, rate, args.requests)))
+            thrash_rows.append(asyncio.run(thrash(service, rate, args.requests, args.deadline)))
             service.stop()
     record = {
         **record_header(),
         "benchmark": "zoo",
         "reload": reload_rows,
         "thrash": thrash_rows,
-        "thrash_half_budget_vs_full": {
+        "thrash_tight_vs_roomy": {
             "throughput": round(
                 thrash_rows[1]["throughput_rps"] / thrash_rows[0]["throughput_rps"], 3
             ),

@@ -61,6 +61,16 @@ class Settings(BaseModel):
     channels_last: bool = True
     cudnn_benchmark: bool = True
     torch_compile: bool = False
+    cuda_graphs: bool = Field(
+        True, description="On CUDA: one graph per batch bucket (1, 2, 4 … MAX_BATCH_SIZE)."
+    )
+    overlap: bool = Field(
+        True, description="On CUDA: prepare the next batch while the device runs this one."
+    )
+    compile_cache_dir: Path = Field(
+        Path(".cache/torch-compile"),
+        description="torch.compile's artefacts, kept so a restart does not compile again.",
+    )
     warmup: bool = True
 
     tuned_config_file: Path = Field(
@@ -99,7 +109,13 @@ class Settings(BaseModel):
 
     def optimization(self) -> OptimizationSettings:
         return OptimizationSettings(
-            self.precision, self.channels_last, self.cudnn_benchmark, self.torch_compile
+            self.precision,
+            self.channels_last,
+            self.cudnn_benchmark,
+            self.torch_compile,
+            self.cuda_graphs,
+            self.max_batch_size,
+            self.compile_cache_dir,
         )
 
 

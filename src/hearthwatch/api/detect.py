@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -15,6 +14,7 @@ from hearthwatch.api.body import read_images
 from hearthwatch.api.errors import ApiError
 from hearthwatch.api.schemas import DetectBatchResponse, DetectResponse, ErrorResponse
 from hearthwatch.api.services import Services
+from hearthwatch.runtime.device_images import Image
 from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
 
 router = APIRouter(tags=["detection"])
@@ -40,7 +40,7 @@ def services_of(request: Request) -> Services:
 def image_result(
     model: ServedModel,
     services: Services,
-    image: np.ndarray,
+    image: Image,
     outcome: InferenceOutcome,
     threshold: float,
     all_classes: bool,

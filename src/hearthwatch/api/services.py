@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,9 +19,10 @@ from hearthwatch.llm.supervisor import EngineSupervisor
 from hearthwatch.runtime.batcher import BatchingConfig
 from hearthwatch.runtime.detections import class_ids_named
 from hearthwatch.runtime.device import select_device
+from hearthwatch.runtime.device_images import Image
 from hearthwatch.runtime.enrichers.catalog import DEFAULT_MODELS_FILE, load_catalog
 from hearthwatch.runtime.enrichment import EnrichmentService
-from hearthwatch.runtime.images import ImageError, decode_image
+from hearthwatch.runtime.images import ImageError, check_encoded, decode_image
 from hearthwatch.runtime.metrics import ServingMetrics
 from hearthwatch.runtime.optimize import resolve_dtype
 from hearthwatch.runtime.served_model import ServedModel
@@ -70,10 +72,18 @@ class Services:
         except ImageError as exc:
             raise image_error(exc, label) from None
 
-    async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> np.ndarray:
-        """:meth:`decode_bytes`; bad input counts as a BAD_INPUT failure of ``model``."""
+    async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> Image:
+        """:meth:`decode_bytes`, or only its checks when ``model`` decodes on its device; bad
+        input counts as a BAD_INPUT failure of ``model``."""
         try:
-            return await self.decode_bytes(data, label)
+            if not model.detector.decodes_on_device:
+                return await self.decode_bytes(data, label)
+            loop = asyncio.get_running_loop()
+            limit = self.settings.max_image_pixels
+            return await loop.run_in_executor(self.decode_pool, check_encoded, data, limit)
+        except ImageError as exc:
+            model.stats.record_failure("BAD_INPUT", 0.0)
+            raise image_error(exc, label) from None
         except ApiError:
             model.stats.record_failure("BAD_INPUT", 0.0)
             raise
@@ -118,11 +128,14 @@ def build_services(settings: Settings) -> Services:
     def on_fallback(pass_name: str, reason: str) -> None:
         metrics.optimization_fallbacks.labels(name, pass_name).inc()
 
+    started = time.monotonic()
     detector = settings.detector.build(device, settings.optimization(), on_fallback)
+    metrics.startup_seconds.labels(name, "build").set(time.monotonic() - started)
     batching = BatchingConfig(
         settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size
     )
-    models[name] = ServedModel(name, detector, batching, metrics)
+    overlap = settings.overlap and device.type == "cuda"
+    models[name] = ServedModel(name, detector, batching, metrics, overlap=overlap)
     log.info(
         "serving %s (%s) on %s with %s", name, detector.platform, device, detector.optimizations
     )

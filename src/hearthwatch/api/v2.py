@@ -33,6 +33,7 @@ from hearthwatch.api.v2_codec import (
     parse_infer_request,
     validate_requested_outputs,
 )
+from hearthwatch.runtime.device_images import Image
 from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
@@ -213,7 +214,7 @@ def _image_tensor(request: InferRequest) -> InputTensor:
     return tensor
 
 
-async def _images(services: Services, model: ServedModel, tensor: InputTensor) -> list[np.ndarray]:
+async def _images(services: Services, model: ServedModel, tensor: InputTensor) -> list[Image]:
     if tensor.shape[0] > model.batching.max_batch_size:
         raise bad_request(
             f"batch of {tensor.shape[0]} is over max_batch_size {model.batching.max_batch_size}"

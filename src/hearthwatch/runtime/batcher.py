@@ -6,6 +6,9 @@
 - A request whose deadline passes before its batch starts raises
   :class:`DeadlineExceededError` and is never run; a cancelled caller's request is dropped.
 - Oldest first. Model code runs on the worker thread, never on the event loop.
+- ``run_batch`` may hand the rest of its work to another thread and return a
+  :class:`concurrent.futures.Future`: the worker then gathers (and starts) the next batch
+  while that one finishes, with at most ``max_in_flight`` batches started and unanswered.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -90,7 +94,7 @@ class BatchResult(Generic[Out]):
     timing: BatchTiming
 
 
-RunBatch = Callable[[Sequence[In]], Sequence[Out]]
+RunBatch = Callable[[Sequence[In]], "Sequence[Out] | Future[Sequence[Out]]"]
 BatchObserver = Callable[[int, float], None]
 
 
@@ -119,11 +123,16 @@ class DynamicBatcher(Generic[In, Out]):
         config: BatchingConfig,
         name: str = "batcher",
         on_batch: BatchObserver | None = None,
+        max_in_flight: int = 1,
     ):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self._run_batch = run_batch
         self.config = config
         self.name = name
         self._on_batch = on_batch
+        self._in_flight = threading.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
         self._queue: deque[_Pending[In]] = deque()
         self._cond = threading.Condition()
         self._running_count = 0
@@ -149,6 +158,10 @@ class DynamicBatcher(Generic[In, Out]):
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        for _ in range(self._max_in_flight):  # and for the batches still finishing elsewhere
+            self._in_flight.acquire(timeout=timeout_s)
+        for _ in range(self._max_in_flight):
+            self._in_flight.release()
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -229,7 +242,7 @@ class DynamicBatcher(Generic[In, Out]):
                 else:
                     item.state = _State.RUNNING
                     batch.append(item)
-            self._running_count = len(batch)
+            self._running_count += len(batch)
             return batch, expired
 
     def _worker(self) -> None:
@@ -241,22 +254,58 @@ class DynamicBatcher(Generic[In, Out]):
             for item in expired:
                 _resolve(item, error=DeadlineExceededError("deadline passed while queued; not run"))
             if batch:
+                self._in_flight.acquire()
                 self._execute(batch)
-            with self._cond:
-                self._running_count = 0
 
     def _execute(self, batch: list[_Pending[In]]) -> None:
         started = time.monotonic()
         try:
-            outputs = self._run_batch([item.payload for item in batch])
-            if len(outputs) != len(batch):
-                raise RuntimeError(
-                    f"run_batch returned {len(outputs)} results for {len(batch)} inputs"
-                )
+            result = self._run_batch([item.payload for item in batch])
         except Exception as exc:
-            log.exception("%s: batch of %d failed", self.name, len(batch))
+            self._finish(batch, started, error=exc)
+            return
+        if isinstance(result, Future):
+            result.add_done_callback(lambda done: self._finish_future(batch, started, done))
+        else:
+            self._finish(batch, started, result)
+
+    def _finish_future(
+        self, batch: list[_Pending[In]], started: float, done: Future[Sequence[Out]]
+    ) -> None:
+        error = done.exception()
+        if error is not None:
+            self._finish(batch, started, error=error)
+        else:
+            self._finish(batch, started, done.result())
+
+    def _finish(
+        self,
+        batch: list[_Pending[In]],
+        started: float,
+        outputs: Sequence[Out] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        try:
+            self._deliver(batch, started, outputs, error)
+        finally:
+            with self._cond:
+                self._running_count -= len(batch)
+            self._in_flight.release()
+
+    def _deliver(
+        self,
+        batch: list[_Pending[In]],
+        started: float,
+        outputs: Sequence[Out] | None,
+        error: BaseException | None,
+    ) -> None:
+        if error is None and (outputs is None or len(outputs) != len(batch)):
+            count = "no" if outputs is None else len(outputs)
+            error = RuntimeError(f"run_batch returned {count} results for {len(batch)} inputs")
+        if error is not None or outputs is None:
+            log.error("%s: batch of %d failed", self.name, len(batch), exc_info=error)
             for item in batch:
-                _resolve(item, error=exc)
+                _resolve(item, error=error)
             return
         compute_s = time.monotonic() - started
         self._throughput.add(len(batch), compute_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -51,8 +52,23 @@ def image_size(data: bytes) -> tuple[int, int]:
         raise ImageError("corrupt", f"image header could not be read: {exc}") from exc
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode JPEG/PNG/BMP/WebP bytes into an (H, W, 3) RGB uint8 array.
+@dataclass(frozen=True)
+class EncodedImage:
+    """Checked encoded bytes whose pixels are decoded later, on the device; ``shape`` is the
+    decoded array's (height, width, 3)."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.height, self.width, 3
+
+
+def check_encoded(data: bytes, max_pixels: int) -> EncodedImage:
+    """Every check :func:`decode_image` makes short of decoding the pixels.
 
     Raises :class:`ImageError` for empty, non-image, truncated or oversized input.
     """
@@ -72,9 +88,18 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         )
     if fmt == "jpeg" and not _jpeg_is_complete(data):
         raise ImageError("truncated", "truncated JPEG: no end-of-image marker after the scan data")
+    return EncodedImage(data, fmt, width, height)
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode JPEG/PNG/BMP/WebP bytes into an (H, W, 3) RGB uint8 array.
+
+    Raises :class:`ImageError` for empty, non-image, truncated or oversized input.
+    """
+    encoded = check_encoded(data, max_pixels)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if array is None:
         raise ImageError(
-            "corrupt", f"{fmt.upper()} data could not be decoded (corrupt or truncated)"
+            "corrupt", f"{encoded.format.upper()} data could not be decoded (corrupt or truncated)"
         )
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
@@ -131,6 +131,12 @@ class ServingMetrics:
             "Requests per model execution",
             ["model"],
             buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.startup_seconds = Gauge(
+            "hearthwatch_model_startup_seconds",
+            "Seconds a model took to start: build (load, compile set-up) and warm-up",
+            ["model", "phase"],
             registry=self.registry,
         )
         self.optimization_fallbacks = Counter(

@@ -1,6 +1,7 @@
 """Optimisation passes for a PyTorch module, each with an automatic fall back to the plain path.
 
-Passes: precision (fp16/bf16), channels_last, ``cudnn.benchmark``, ``torch.compile``. A pass
+Passes: precision (fp16/bf16), channels_last, ``cudnn.benchmark``, ``torch.compile`` and, on
+CUDA, graphs at bucketed batch sizes (:mod:`hearthwatch.runtime.graphs`). A pass
 that raises is undone, logged and reported through ``on_fallback(pass_name, reason)``; a
 compiled module that fails on its first call falls back to the eager one the same way.
 """
@@ -8,16 +9,18 @@ compiled module that fails on its first call falls back to the eager one the sam
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from hearthwatch.runtime.graphs import BucketedGraphs, FallbackHook
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
-FallbackHook = Callable[[str, str], None]
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -28,6 +31,18 @@ class OptimizationSettings:
     channels_last: bool = True
     cudnn_benchmark: bool = True
     torch_compile: bool = False
+    cuda_graphs: bool = True
+    max_batch_size: int = 8  # the largest graph bucket
+    compile_cache_dir: Path | None = None
+
+
+def use_compile_cache(directory: Path) -> None:
+    """Keep torch.compile's generated code and compiled graphs in ``directory`` (Inductor's
+    FX-graph and AOT-autograd caches), so a restart reuses them instead of compiling again."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.resolve())
+    os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
+    os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "1"
 
 
 def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
@@ -50,6 +65,13 @@ class OptimizedModule:
     on_fallback: FallbackHook
     compiled: Any = None
     applied: list[str] = field(default_factory=list)
+    graphs: BucketedGraphs | None = None
+
+    def run_batch(self, batch: torch.Tensor) -> Any:
+        """One input batch through the graphs where there are, else :meth:`__call__`."""
+        if self.graphs is not None:
+            return self.graphs(batch)
+        return self(batch)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is not None:
@@ -99,9 +121,14 @@ def optimize_module(
         applied.append("cudnn_benchmark")
     optimized = OptimizedModule(module, dtype, channels_last, fallback, applied=applied)
     if settings.torch_compile:
+        if settings.compile_cache_dir is not None:
+            use_compile_cache(settings.compile_cache_dir)
         try:
             optimized.compiled = torch.compile(module)
             applied.append("torch_compile")
         except Exception as exc:
             fallback("torch_compile", f"{type(exc).__name__}: {exc}")
+    if settings.cuda_graphs and device.type == "cuda":
+        optimized.graphs = BucketedGraphs(optimized, settings.max_batch_size, on_fallback=fallback)
+        applied.append("cuda_graphs")
     return optimized

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,11 +12,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from hearthwatch.runtime.detections import Detections
+from hearthwatch.runtime.graphs import FallbackHook
 from hearthwatch.runtime.optimize import OptimizationSettings
 
 log = logging.getLogger(__name__)
-
-FallbackHook = Callable[[str, str], None]
 
 
 class SourceConfig(BaseModel):
@@ -49,6 +48,7 @@ class Detector(abc.ABC):
     class_names: tuple[str, ...] = ()
     device: torch.device = torch.device("cpu")
     optimizations: tuple[str, ...] = ()
+    decodes_on_device: bool = False  # True: prepare takes EncodedImage too, decoded there
 
     @abc.abstractmethod
     def prepare(self, images: Sequence[np.ndarray]) -> Any: ...
@@ -70,13 +70,3 @@ class Detector(abc.ABC):
         for size in sorted(set(batch_sizes)):
             self.detect([frame] * size)
         log.info("%s warmed up at batch sizes %s", self.platform, sorted(set(batch_sizes)))
-
-
-def warmup_batch_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two up to ``max_batch_size``, and ``max_batch_size`` itself."""
-    sizes = [1]
-    while sizes[-1] * 2 < max_batch_size:
-        sizes.append(sizes[-1] * 2)
-    if sizes[-1] != max_batch_size:
-        sizes.append(max_batch_size)
-    return sizes

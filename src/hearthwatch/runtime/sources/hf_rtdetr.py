@@ -13,8 +13,10 @@ import torch
 from pydantic import Field, model_validator
 
 from hearthwatch.runtime.detections import COCO_80, Detections
+from hearthwatch.runtime.device_images import Image, decode_on_device, resize_on_device
 from hearthwatch.runtime.optimize import OptimizationSettings, optimize_module
 from hearthwatch.runtime.sources.base import Detector, FallbackHook, SourceConfig
+from hearthwatch.runtime.streams import Prepared, copy_stream, handoff
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ class RTDetrConfig(SourceConfig):
         default_factory=dict, description="With random_init: fields of the transformers config."
     )
     input_size: int = Field(640, ge=32)
+    device_decode: Literal["auto", "on", "off"] = Field(
+        "auto", description="Decode JPEGs and resize on the device; auto: on CUDA."
+    )
     max_detections: int = Field(300, ge=1)
 
     @model_validator(mode="after")
@@ -96,30 +101,44 @@ class RTDetrDetector(Detector):
         self.device = device
         self.optimizations = tuple(self.model.applied)
         self.size = config.input_size
+        self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.decodes_on_device = config.device_decode == "on" or (
+            config.device_decode == "auto" and device.type == "cuda"
+        )
         self.score_floor = config.score_floor
         self.max_detections = config.max_detections
 
-    def prepare(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+    def prepare(self, images: Sequence[Image]) -> Prepared:
+        with copy_stream(self._copy_stream):
+            batch = self._input_batch(images)
+        sizes = np.array([[img.shape[1], img.shape[0]] for img in images], np.float32)
+        return Prepared(batch, sizes, handoff(self._copy_stream, batch))
+
+    def _input_batch(self, images: Sequence[Image]) -> torch.Tensor:
         size = (self.size, self.size)
-        resized = np.stack(
-            [cv2.resize(img, size, interpolation=cv2.INTER_LINEAR) for img in images]
-        )
-        batch = torch.from_numpy(resized).to(self.device, non_blocking=True)
-        batch = batch.permute(0, 3, 1, 2).to(self.model.dtype).div_(255)
+        if self.decodes_on_device:
+            batch = resize_on_device(decode_on_device(images, self.device), size, self.model.dtype)
+        else:
+            resized = np.stack(
+                [cv2.resize(img, size, interpolation=cv2.INTER_LINEAR) for img in images]  # type: ignore[arg-type]
+            )
+            host = torch.from_numpy(resized)
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            batch = host.to(self.device, non_blocking=True)
+            batch = batch.permute(0, 3, 1, 2).to(self.model.dtype).div_(255)
         if self.model.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        sizes = np.array([[img.shape[1], img.shape[0]] for img in images], np.float32)
-        return batch, sizes
+        return batch
 
     @torch.inference_mode()
-    def forward(
-        self, prepared: tuple[torch.Tensor, np.ndarray]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(prepared[0])  # type: ignore[no-any-return]
+    def forward(self, prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        prepared.wait()
+        return self.model.run_batch(prepared.batch)  # type: ignore[no-any-return]
 
     @torch.inference_mode()
     def finish(
-        self, outputs: tuple[torch.Tensor, torch.Tensor], prepared: tuple[torch.Tensor, np.ndarray]
+        self, outputs: tuple[torch.Tensor, torch.Tensor], prepared: Prepared
     ) -> list[Detections]:
         logits, boxes = outputs
         batch, queries, classes = logits.shape
@@ -130,7 +149,7 @@ class RTDetrDetector(Detector):
         picked = boxes.float().gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
         cx, cy, w, h = picked.unbind(-1)
         xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-        scale = torch.from_numpy(prepared[1]).to(xyxy.device).repeat(1, 2).unsqueeze(1)
+        scale = torch.from_numpy(prepared.sizes).to(xyxy.device).repeat(1, 2).unsqueeze(1)
         xyxy = xyxy * scale
         host = torch.cat([xyxy, top_scores.unsqueeze(-1), (top_index % classes).unsqueeze(-1)], -1)
         host_np = host.cpu().numpy()  # one device→host copy for the batch
