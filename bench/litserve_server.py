@@ -5,13 +5,12 @@ bench/serve_bench.py: a multipart ``image`` upload is decoded on the CPU in
 hearthwatch builds it (same source, precision and passes), so only the serving differs.
 """
 
-from __future__ import annotations
-
 import os
 from typing import Any
 
 import litserve as ls
 import numpy as np
+from fastapi import Request
 
 from hearthwatch.config import load_settings
 from hearthwatch.runtime.detections import Detections
@@ -28,13 +27,18 @@ class DetectorAPI(ls.LitAPI):  # type: ignore[misc]
             select_device(settings.use_gpu), settings.optimization(), lambda name, reason: None
         )
 
-    def decode_request(self, request: Any) -> np.ndarray:
-        return decode_image(request["image"].file.read(), 100_000_000)
+    def decode_request(self, request: Request) -> np.ndarray:
+        """LitServe reads the multipart form for a ``Request``-annotated parameter (so this
+        module keeps its annotations as classes, without ``from __future__``)."""
+        form: Any = request
+        return decode_image(form["image"].file.read(), 100_000_000)
 
     def batch(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return inputs
 
-    def predict(self, images: list[np.ndarray]) -> list[Detections]:
+    def predict(self, images: list[np.ndarray] | np.ndarray) -> list[Detections] | Detections:
+        if isinstance(images, np.ndarray):  # max_batch_size 1: LitServe does not batch
+            return self.detector.detect([images])[0]
         return self.detector.detect(images)
 
     def unbatch(self, output: list[Detections]) -> list[Detections]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from hearthwatch.tuning.environment import record_header
+from hearthwatch.tuning.environment import record_header, write_record
 from hearthwatch.tuning.loadgen import closed_loop, open_loop, summarize
 from hearthwatch.tuning.loadtest import chat_payloads
 from hearthwatch.tuning.server_process import ServerProcess
@@ -137,10 +137,7 @@ def main() -> int:
         "output_tokens": args.output_tokens,
         "scenarios": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"llm_bench_cpu_{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, args.out, "llm_bench_cpu")
     return 0
 
 

@@ -41,7 +41,7 @@ from hearthwatch.runtime.graphs import bucket_sizes
 from hearthwatch.runtime.images import check_encoded, decode_image
 from hearthwatch.runtime.served_model import ServedModel
 from hearthwatch.runtime.sources.base import Detector
-from hearthwatch.tuning.environment import record_header
+from hearthwatch.tuning.environment import record_header, write_record
 from hearthwatch.tuning.frames import synthetic_frames
 from hearthwatch.tuning.loadgen import Payload, image_payloads, open_loop, summarize
 from hearthwatch.tuning.server_process import ServerProcess
@@ -365,12 +365,9 @@ def main() -> int:
         "ablations": ablations,
         "ratios": ratios,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    tag = "gpu" if device.type == "cuda" else "cpu"
-    path = args.out / f"serve_bench_{args.model}_{tag}_{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(ratios, indent=2))
-    print(f"wrote {path}")
+    tag = "gpu" if device.type == "cuda" else "cpu"
+    write_record(record, args.out, f"serve_bench_{args.model}_{tag}")
     return 0
 
 

@@ -23,7 +23,6 @@ import json
 import random
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from hearthwatch.runtime.enrichment import EnrichmentService, InputDetection
 from hearthwatch.runtime.images import decode_image
 from hearthwatch.runtime.zoo import ModelZoo, ZooFullError
 from hearthwatch.runtime.zoo_memory import GIB
-from hearthwatch.tuning.environment import record_header
+from hearthwatch.tuning.environment import record_header, write_record
 from hearthwatch.tuning.frames import synthetic_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,12 +195,8 @@ def main() -> int:
             "p95": round(thrash_rows[1]["p95_ms"] / thrash_rows[0]["p95_ms"], 2),
         },
     }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"zoo_bench_{device.type}_{stamp}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    write_record(record, args.out, f"zoo_bench_{device.type}")
     return 0
 
 

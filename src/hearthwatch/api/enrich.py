@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import time
 from typing import Any
 
@@ -94,7 +93,7 @@ async def zoo_table(request: Request) -> dict[str, Any]:
         else:
             counts = service.models[config.name].counts
             batching = {"batches": counts.batches, "batched_items": counts.items}
-            rows.append(ZooModelRow(**{**dataclasses.asdict(row), **common, **batching}))
+            rows.append(ZooModelRow(**{**row.model_dump(), **common, **batching}))
     return {
         "device": device_name(services.device),
         "budget_bytes": service.zoo.budget_bytes,

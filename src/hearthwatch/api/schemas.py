@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from hearthwatch.runtime.zoo import ZooStats
+
 
 class ErrorResponse(BaseModel):
     error: str
@@ -89,23 +91,10 @@ class EnrichResponse(BaseModel):
     total_ms: float
 
 
-class ZooModelRow(BaseModel):
-    name: str
-    priority: str
+class ZooModelRow(ZooStats):
     triggers: list[str]
     state: str = Field(description="unloaded, loading, loaded, on_host or unavailable.")
     reason: str | None = None
-    resident_bytes: int = 0
-    footprint_bytes: int = 0
-    leases: int = 0
-    pinned: bool = False
-    loads_from_disk: int = 0
-    loads_from_host: int = 0
-    load_s_from_disk: float = 0.0
-    load_s_from_host: float = 0.0
-    evictions: int = 0
-    hits: int = 0
-    misses: int = 0
     batches: int = Field(0, description="Model executions.")
     batched_items: int = Field(0, description="Crops or frames run; / batches = mean batch.")
 

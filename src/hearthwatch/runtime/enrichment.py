@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +107,9 @@ class EnrichmentService:
             )
             self.models[config.name] = _Model(config, enricher, batcher, counts)
 
-    def _batch_runner(self, enricher: Enricher, dtype: torch.dtype) -> Any:
+    def _batch_runner(
+        self, enricher: Enricher, dtype: torch.dtype
+    ) -> Callable[[Sequence[Job]], list[dict[str, Any]]]:
         def run(jobs: Sequence[Job]) -> list[dict[str, Any]]:
             module = jobs[0][0].module  # every job holds a lease on the same loaded module
             try:
@@ -130,31 +132,32 @@ class EnrichmentService:
     def plan(
         self, detections: Sequence[InputDetection], only: Sequence[str] | None = None
     ) -> tuple[dict[str, list[int]], dict[str, str]]:
-        """(available model → indices of the detections that trigger it, unavailable model →
-        why) for this request; ``always`` models run with every detection's box."""
-        names = list(self.models) + list(self.unavailable)
+        """(model → indices of the detections that trigger it, triggered but unavailable
+        model → why) for this request; ``always`` models run with every detection's box."""
+        configs = self.catalog
         if only is not None:
-            unknown = sorted(set(only) - set(names))
+            known = [c.name for c in configs]
+            unknown = sorted(set(only) - set(known))
             if unknown:
                 raise EnrichRequestError(
-                    f"unknown enrichment model(s) {', '.join(unknown)}; known: {', '.join(names)}"
+                    f"unknown enrichment model(s) {', '.join(unknown)}; known: {', '.join(known)}"
                 )
             bad = [n for n in only if n in self.unavailable]
             if bad:
                 raise EnrichRequestError(
                     "; ".join(f"model {n!r} is unavailable: {self.unavailable[n]}" for n in bad)
                 )
-            names = [n for n in names if n in only]
+            configs = [c for c in configs if c.name in only]
         runs: dict[str, list[int]] = {}
         skipped: dict[str, str] = {}
-        for name in names:
-            if name in self.unavailable:
-                skipped[name] = self.unavailable[name]
-                continue
-            config = self.models[name].config
+        for config in configs:
             indices = [i for i, d in enumerate(detections) if config.triggered_by(d.label)]
-            if indices or ALWAYS in config.triggers:
-                runs[name] = indices
+            if not indices and ALWAYS not in config.triggers:
+                continue
+            if config.name in self.unavailable:
+                skipped[config.name] = self.unavailable[config.name]
+            else:
+                runs[config.name] = indices
         return runs, skipped
 
     async def enrich(

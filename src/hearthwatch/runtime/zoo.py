@@ -24,6 +24,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 
 class Priority(enum.IntEnum):
     LOW = 0
@@ -67,6 +69,19 @@ class State(enum.Enum):
     ON_HOST = "on_host"
 
 
+class ZooCounts(BaseModel):
+    """What happened to one model: loads and their seconds by source, evictions, and leases
+    that found it loaded (hits) or not (misses)."""
+
+    loads_from_disk: int = 0
+    loads_from_host: int = 0
+    load_s_from_disk: float = 0.0
+    load_s_from_host: float = 0.0
+    evictions: int = 0
+    hits: int = 0
+    misses: int = 0
+
+
 @dataclass
 class _Entry:
     name: str
@@ -81,33 +96,21 @@ class _Entry:
     pinned: bool = False
     last_used: int = 0
     loading: asyncio.Future[None] | None = None
-    loads_from_disk: int = 0
-    loads_from_host: int = 0
-    load_s_from_disk: float = 0.0
-    load_s_from_host: float = 0.0
-    evictions: int = 0
-    hits: int = 0
-    misses: int = 0
+    counts: ZooCounts = field(default_factory=ZooCounts)
 
 
-@dataclass(frozen=True)
-class ZooStats:
+class ZooStats(ZooCounts):
     """One model's row in the zoo's table; ``footprint_bytes`` is its last measurement."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     priority: str
     state: str
-    resident_bytes: int
-    footprint_bytes: int
-    leases: int
-    pinned: bool
-    loads_from_disk: int
-    loads_from_host: int
-    load_s_from_disk: float
-    load_s_from_host: float
-    evictions: int
-    hits: int
-    misses: int
+    resident_bytes: int = 0
+    footprint_bytes: int = 0
+    leases: int = 0
+    pinned: bool = False
 
 
 @dataclass
@@ -156,13 +159,7 @@ class ModelZoo:
                 footprint_bytes=e.footprint,
                 leases=e.leases,
                 pinned=e.pinned,
-                loads_from_disk=e.loads_from_disk,
-                loads_from_host=e.loads_from_host,
-                load_s_from_disk=e.load_s_from_disk,
-                load_s_from_host=e.load_s_from_host,
-                evictions=e.evictions,
-                hits=e.hits,
-                misses=e.misses,
+                **e.counts.model_dump(),
             )
             for e in self._entries.values()
         ]
@@ -187,9 +184,9 @@ class ModelZoo:
         """The loaded model, held against eviction until the block ends."""
         entry = self._entry(name)
         if entry.state is State.LOADED:
-            entry.hits += 1
+            entry.counts.hits += 1
         else:
-            entry.misses += 1
+            entry.counts.misses += 1
         await self._ensure_loaded(entry, time.monotonic() + timeout_s)
         entry.leases += 1
         entry.last_used = next(self._clock)
@@ -265,11 +262,11 @@ class ModelZoo:
             entry.reserved = 0
         seconds = time.monotonic() - started
         if from_host:
-            entry.loads_from_host += 1
-            entry.load_s_from_host += seconds
+            entry.counts.loads_from_host += 1
+            entry.counts.load_s_from_host += seconds
         else:
-            entry.loads_from_disk += 1
-            entry.load_s_from_disk += seconds
+            entry.counts.loads_from_disk += 1
+            entry.counts.load_s_from_disk += seconds
 
     async def _set_reserved(self, entry: _Entry, reserved: int) -> None:
         async with self._condition():
@@ -338,7 +335,7 @@ class ModelZoo:
         self._park(entry, entry.model)
         entry.model = None
         entry.state = State.ON_HOST if entry.host_copy is not None else State.UNLOADED
-        entry.evictions += 1
+        entry.counts.evictions += 1
 
     def _drop(self, entry: _Entry) -> None:
         if entry.model is not None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from hearthwatch import __version__
@@ -43,3 +46,12 @@ def record_header() -> dict[str, Any]:
         "versions": versions(),
         "command": " ".join(shlex.quote(a) for a in sys.argv),
     }
+
+
+def write_record(record: dict[str, Any], directory: Path, name: str) -> Path:
+    """``record`` as ``<directory>/<name>_<UTC time>.json``; prints and returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}_{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
