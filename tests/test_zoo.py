@@ -245,3 +245,40 @@ def test_the_budget_holds_under_a_random_workload(
         s.state in (State.LOADED.value, State.ON_HOST.value, State.UNLOADED.value)
         for s in zoo.stats()
     )
+
+
+def test_the_budget_is_a_size_or_a_fraction_of_free_memory_minus_a_reserve() -> None:
+    from hearthwatch.runtime.zoo_memory import GIB, available_host_bytes, budget_bytes
+
+    cpu = torch.device("cpu")
+    assert budget_bytes(cpu, 6.8, 0.5, 1.0) == int(6.8 * GIB)
+    free = available_host_bytes()
+    assert 0 < budget_bytes(cpu, None, 0.5, 0.0) <= free * 0.5 * 1.01
+    with pytest.raises(ValueError, match="VRAM_BUDGET_FRACTION"):
+        budget_bytes(cpu, None, 1.5, 0.0)
+    with pytest.raises(ValueError, match="set VRAM_BUDGET_GB"):
+        budget_bytes(cpu, None, 0.5, free / GIB)
+
+
+def test_module_loader_measures_on_the_host_and_reloads_without_a_rebuild() -> None:
+    from hearthwatch.runtime.zoo_loader import module_bytes, module_loader
+
+    builds: list[int] = []
+
+    def build() -> torch.nn.Module:
+        builds.append(1)
+        return torch.nn.Linear(64, 32)
+
+    warmed: list[torch.nn.Module] = []
+    loader = module_loader(build, torch.device("cpu"), torch.float32, warmed.append, 0)
+    loaded = loader.load(None)
+    assert loader.measure(loaded) == module_bytes(loaded.module) == (64 * 32 + 32) * 4
+    assert warmed == [loaded.module]
+    assert loader.offload is not None
+    kept = loader.offload(loaded)
+    assert kept is not None
+    again = loader.load(kept)
+    assert again.module is loaded.module and len(builds) == 1 and len(warmed) == 1
+    stingy = module_loader(build, torch.device("cpu"), torch.float32, warmed.append, 1 << 60)
+    assert stingy.offload is not None
+    assert stingy.offload(stingy.load(None)) is None  # no host room for a copy
