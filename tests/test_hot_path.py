@@ -106,7 +106,11 @@ def test_graphs_are_a_cuda_pass_only() -> None:
     optimized = optimize_module(module, CPU, OptimizationSettings(cuda_graphs=True))
     assert optimized.graphs is None and "cuda_graphs" not in optimized.applied
     batch = torch.rand(3, 3, 8, 8)
-    assert torch.allclose(optimized.run_batch(batch), module(batch))
+    (out,) = optimized.run_batch(batch)  # one output: a 1-tuple, as graphs return it
+    assert torch.allclose(out, module(batch))
+    graphs = BucketedGraphs(module, 4, capture=RecordingCapture())
+    (padded_out,) = graphs(batch)
+    assert padded_out.shape[0] == 3 and torch.allclose(padded_out, module(batch), atol=1e-6)
 
 
 def test_decoding_through_the_device_path_matches_the_host_decoder() -> None:

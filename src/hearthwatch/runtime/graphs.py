@@ -10,17 +10,25 @@ on a CPU with any capture function; :func:`cuda_graph_capture` is the real one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 log = logging.getLogger(__name__)
 
 Outputs = tuple[torch.Tensor, ...]
-Forward = Callable[[torch.Tensor], Outputs]
+Forward = Callable[[torch.Tensor], Any]
 Capture = Callable[[Forward, torch.Tensor], Forward]
 FallbackHook = Callable[[str, str], None]  # (pass name, reason), as the optimisation passes
+
+
+def as_outputs(out: torch.Tensor | Sequence[torch.Tensor]) -> Outputs:
+    """A module's outputs as a tuple: a single tensor as a 1-tuple."""
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    return tuple(out)
 
 
 def bucket_sizes(max_batch_size: int) -> list[int]:
@@ -69,6 +77,9 @@ class BucketedGraphs:
     _runners: dict[int, Forward] = field(default_factory=dict)
     eager_buckets: set[int] = field(default_factory=set)
 
+    def _tupled(self, batch: torch.Tensor) -> Outputs:
+        return as_outputs(self.forward(batch))
+
     @property
     def buckets(self) -> list[int]:
         return bucket_sizes(self.max_batch_size)
@@ -83,10 +94,10 @@ class BucketedGraphs:
         runner = self._runners.get(bucket)
         if runner is None:
             try:
-                runner = self.capture(self.forward, example)
+                runner = self.capture(self._tupled, example)
             except Exception as exc:
                 self._fall_back(bucket, "capture", exc)
-                runner = self.forward
+                runner = self._tupled
             self._runners[bucket] = runner
         return runner
 
@@ -105,11 +116,11 @@ class BucketedGraphs:
         try:
             outputs = runner(padded)
         except Exception as exc:
-            if runner is self.forward:
+            if bucket in self.eager_buckets:
                 raise
             self._fall_back(bucket, "replay", exc)
-            self._runners[bucket] = self.forward
-            outputs = self.forward(padded)
+            self._runners[bucket] = self._tupled
+            outputs = self._tupled(padded)
         return tuple(t[:size] for t in outputs)
 
 

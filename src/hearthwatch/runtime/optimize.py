@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from hearthwatch.runtime.graphs import BucketedGraphs, FallbackHook
+from hearthwatch.runtime.graphs import BucketedGraphs, FallbackHook, as_outputs
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,12 @@ class OptimizedModule:
     applied: list[str] = field(default_factory=list)
     graphs: BucketedGraphs | None = None
 
-    def run_batch(self, batch: torch.Tensor) -> Any:
-        """One input batch through the graphs where there are, else :meth:`__call__`."""
+    def run_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One input batch through the graphs where there are, else :meth:`__call__`; the
+        outputs as a tuple (a single tensor as a 1-tuple)."""
         if self.graphs is not None:
             return self.graphs(batch)
-        return self(batch)
+        return as_outputs(self(batch))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is not None:

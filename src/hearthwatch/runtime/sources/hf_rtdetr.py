@@ -134,7 +134,8 @@ class RTDetrDetector(Detector):
     @torch.inference_mode()
     def forward(self, prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
         prepared.wait()
-        return self.model.run_batch(prepared.batch)  # type: ignore[no-any-return]
+        logits, boxes = self.model.run_batch(prepared.batch)
+        return logits, boxes
 
     @torch.inference_mode()
     def finish(

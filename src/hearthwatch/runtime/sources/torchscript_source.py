@@ -50,5 +50,4 @@ class TorchScriptDetector(YoloExportDetector):
         x = torch.from_numpy(batch).to(self.device, self.model.dtype, non_blocking=True)
         if self.model.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        return list(out) if isinstance(out, (tuple, list)) else [out]
+        return list(self.model.run_batch(x))

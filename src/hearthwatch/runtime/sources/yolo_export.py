@@ -68,13 +68,16 @@ class YoloExportDetector(Detector):
     ) -> list[Detections]:
         c = self.config
         decoded = decode(outputs, self.layout, c.score_floor, c.iou_threshold, c.max_detections)
-        results = []
-        for (boxes, scores, classes), info in zip(decoded, prepared[1], strict=True):
+        rows = [
+            torch.cat([b.float(), s.float()[:, None], k.float()[:, None]], 1) for b, s, k in decoded
+        ]
+        host = torch.cat(rows).cpu().numpy()  # one device→host copy for the batch
+        results, start = [], 0
+        for part, info in zip(rows, prepared[1], strict=True):
+            mine, start = host[start : start + len(part)], start + len(part)
             results.append(
                 Detections(
-                    unletterbox(boxes.float().cpu().numpy(), info),
-                    scores.float().cpu().numpy(),
-                    classes.cpu().numpy().astype(np.int64),
+                    unletterbox(mine[:, :4], info), mine[:, 4].copy(), mine[:, 5].astype(np.int64)
                 )
             )
         return results
