@@ -60,6 +60,17 @@ class Enricher(abc.ABC):
             return self.finish(self.forward(module, self.prepare(items, device, dtype)), items)
 
 
+class ResizingEnricher(Enricher):
+    """An enricher whose input is every item's image resized to ``input_size`` (height,
+    width) and normalised with ImageNet's mean and deviation."""
+
+    def __init__(self, input_size: tuple[int, int]):
+        self.input_size = input_size
+
+    def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
+        return image_batch([i.image for i in items], self.input_size, device, dtype)
+
+
 class EnricherConfig(BaseModel):
     """Fields every enrichment plugin accepts."""
 

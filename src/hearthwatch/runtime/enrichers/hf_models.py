@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from hearthwatch.runtime.enrichers.base import Enricher, EnricherConfig, EnrichItem, image_batch
+from hearthwatch.runtime.enrichers.base import (
+    Enricher,
+    EnricherConfig,
+    EnrichItem,
+    ResizingEnricher,
+)
 from hearthwatch.runtime.enrichers.labels import LabelEnricher
 from hearthwatch.runtime.sources.torch_weights import warn_random
 
@@ -52,14 +57,8 @@ class HfConfig(EnricherConfig):
         return module
 
 
-class PoseEnricher(Enricher):
+class PoseEnricher(ResizingEnricher):
     """Heatmaps → the 17 COCO keypoints in frame pixels, each with its peak as the score."""
-
-    def __init__(self, input_size: tuple[int, int]):
-        self.input_size = input_size
-
-    def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
-        return image_batch([i.image for i in items], self.input_size, device, dtype)
 
     def forward(self, module: torch.nn.Module, prepared: Any) -> Any:
         heatmaps = module(pixel_values=prepared).heatmaps
@@ -121,17 +120,11 @@ class PetConfig(HfConfig):
         return LabelEnricher(labels, (size, size), multi_label=False)
 
 
-class DepthEnricher(Enricher):
+class DepthEnricher(ResizingEnricher):
     """Relative depth of the frame; per detection the median inside its box, scaled so the
     frame's nearest point is 1 and its farthest 0."""
 
     scope = "frame"
-
-    def __init__(self, input_size: tuple[int, int]):
-        self.input_size = input_size
-
-    def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
-        return image_batch([i.image for i in items], self.input_size, device, dtype)
 
     def forward(self, module: torch.nn.Module, prepared: Any) -> Any:
         return module(pixel_values=prepared).predicted_depth.float().cpu().numpy()

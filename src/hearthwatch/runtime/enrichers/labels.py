@@ -10,7 +10,12 @@ import torch
 import torchvision
 from pydantic import Field
 
-from hearthwatch.runtime.enrichers.base import Enricher, EnricherConfig, EnrichItem, image_batch
+from hearthwatch.runtime.enrichers.base import (
+    Enricher,
+    EnricherConfig,
+    EnrichItem,
+    ResizingEnricher,
+)
 from hearthwatch.runtime.sources.torch_weights import load_state_dict
 
 TorchvisionArch = Literal[
@@ -28,18 +33,15 @@ CLOTHING_ATTRIBUTES = (
 )  # fmt: skip
 
 
-class LabelEnricher(Enricher):
+class LabelEnricher(ResizingEnricher):
     """Logits → the best label (``multi_label`` false) or every label's probability."""
 
     def __init__(self, labels: Sequence[str], input_size: tuple[int, int], multi_label: bool,
                  threshold: float = 0.5):  # fmt: skip
         self.labels = tuple(labels)
-        self.input_size = input_size
+        super().__init__(input_size)
         self.multi_label = multi_label
         self.threshold = threshold
-
-    def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
-        return image_batch([i.image for i in items], self.input_size, device, dtype)
 
     def forward(self, module: torch.nn.Module, prepared: Any) -> Any:
         outputs = module(prepared)
@@ -65,14 +67,8 @@ class LabelEnricher(Enricher):
         ]
 
 
-class EmbeddingEnricher(Enricher):
+class EmbeddingEnricher(ResizingEnricher):
     """Outputs → unit-length embeddings, for matching the same person across cameras."""
-
-    def __init__(self, input_size: tuple[int, int]):
-        self.input_size = input_size
-
-    def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
-        return image_batch([i.image for i in items], self.input_size, device, dtype)
 
     def forward(self, module: torch.nn.Module, prepared: Any) -> Any:
         return torch.nn.functional.normalize(module(prepared).float(), dim=1).cpu()
