@@ -10,9 +10,10 @@
 (e) LitServe with its dynamic batching, serving the same detector (bench/litserve_server.py,
     multipart uploads decoded on the CPU), at the same rates (needs ``pip install litserve``).
 
-With ``--ablations`` it also measures, in the same run, what each hot-path optimisation adds:
-the in-process pipeline with decoding on the device off, with CUDA graphs off, and the
-in-process served throughput (batcher, prepare and run) with overlap on and off.
+It also compares the optimised path's detections with the plain fp32 eager host path's (same
+weights, same images). With ``--ablations`` it measures, in the same run, what each hot-path
+optimisation adds: the in-process pipeline with decoding on the device off, with CUDA graphs
+off, and the in-process served throughput (batcher, prepare and run) with overlap on and off.
 
 Writes a JSON record to bench/results/ with the device, versions, command and ratios.
 """
@@ -145,6 +146,29 @@ def served_throughput(
     return {"overlap": overlap, "img_per_s": count / elapsed, "requests": count}
 
 
+def equivalence(fast: Detector, plain: Detector, jpegs: list[bytes]) -> dict[str, float]:
+    """The optimised path's detections against the plain fp32 eager path's, same weights and
+    images: the largest difference among each image's 20 best scores (sorted), and the mean
+    box-corner difference in pixels over each image's 10 best detections."""
+    if fast.decodes_on_device:
+        ours = fast.detect([check_encoded(b, 100_000_000) for b in jpegs])  # type: ignore[misc]
+    else:
+        ours = fast.detect([decode_image(b, 100_000_000) for b in jpegs])
+    theirs = plain.detect([decode_image(b, 100_000_000) for b in jpegs])
+    score_diff, box_diffs = 0.0, []
+    for a, b in zip(ours, theirs, strict=True):
+        k = min(len(a), len(b), 20)
+        if k:
+            top_a, top_b = np.sort(a.scores)[::-1][:k], np.sort(b.scores)[::-1][:k]
+            score_diff = max(score_diff, float(np.abs(top_a - top_b).max()))
+            n = min(k, 10)
+            box_diffs.append(float(np.abs(a.boxes[:n] - b.boxes[:n]).mean()))
+    return {
+        "max_score_diff_top20": score_diff,
+        "mean_box_diff_px_top10": float(np.mean(box_diffs)) if box_diffs else 0.0,
+    }
+
+
 def multipart_payloads(jpegs: list[bytes]) -> list[Payload]:
     boundary = "hearthwatchbench"
     payloads = []
@@ -244,6 +268,7 @@ def main() -> int:
 
     def build(**changes: str) -> Detector:
         settings = load_settings(environ={**env, **changes}).settings
+        torch.manual_seed(0)  # random weights, the same for every build
         return settings.detector.build(
             select_device(settings.use_gpu),
             settings.optimization(),
@@ -268,6 +293,16 @@ def main() -> int:
     pipe = pipeline(detector, jpegs, int(best["batch_size"]), args.seconds, workers)
     print(f"  pipeline batch {pipe['batch_size']}: {pipe['img_per_s']:.1f} img/s", flush=True)
     applied = list(detector.optimizations)
+    plain_changes = {
+        "PRECISION": "fp32", "CHANNELS_LAST": "false", "CUDA_GRAPHS": "false",
+        "TORCH_COMPILE": "false",
+    }  # fmt: skip
+    if PRESETS[args.model].get("DETECTOR__TYPE") == "hf_rtdetr":
+        plain_changes["DETECTOR__DEVICE_DECODE"] = "off"
+    plain = build(**plain_changes)
+    agreement = equivalence(detector, plain, jpegs[:4])
+    del plain
+    print(f"  against the plain fp32 eager path: {agreement}", flush=True)
     ablations: dict[str, Any] = {}
     if args.ablations:
         batch = int(best["batch_size"])
@@ -349,6 +384,7 @@ def main() -> int:
         "model": args.model,
         "model_env": PRESETS[args.model],
         "optimizations": applied,
+        "against_plain_fp32_eager": agreement,
         "input": {"width": args.width, "height": args.height, "format": "jpeg", "quality": 90},
         "model_only": model_rows,
         "pipeline_in_process": pipe,
