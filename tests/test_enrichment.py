@@ -78,7 +78,8 @@ def test_each_detection_runs_the_models_it_triggers(service_of: Any) -> None:
     }
     assert len(person["reid"]["embedding"]) == 64
     assert abs(np.linalg.norm(person["reid"]["embedding"]) - 1) < 1e-4
-    assert car["vehicle"]["label"] in service.models["vehicle"].config.source.labels  # type: ignore[union-attr]
+    vehicle = next(c for c in service.catalog if c.name == "vehicle").source
+    assert car["vehicle"]["label"] in vehicle.labels  # type: ignore[union-attr]
     assert dog["pet"]["label"] in {"cat", "dog"}
     assert set(person["clothing"]["scores"]) >= {"hoodie", "backpack"}
     for depth in (d["depth"]["relative_depth"] for d in result.detections):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +35,9 @@ from hearthwatch.runtime.zoo_memory import GIB, budget_bytes
 from hearthwatch.runtime.zoo_metrics import ZooCollector
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Reader = Callable[[bytes, int], T]  # encoded bytes, pixel limit → image; raises ImageError
 
 SECURITY_CLASSES = frozenset(
     {"person", "car", "truck", "dog", "cat", "bird", "bicycle", "motorcycle", "bus"}
@@ -64,29 +69,25 @@ class Services:
 
     async def decode_bytes(self, data: bytes, label: str | None = None) -> np.ndarray:
         """Decode on the decode pool; bad input raises a 4xx :class:`ApiError`."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self.decode_pool, decode_image, data, self.settings.max_image_pixels
-            )
-        except ImageError as exc:
-            raise image_error(exc, label) from None
+        return await self._read(decode_image, data, label)
 
     async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> Image:
         """:meth:`decode_bytes`, or only its checks when ``model`` decodes on its device; bad
         input counts as a BAD_INPUT failure of ``model``."""
+        read: Reader[Image] = check_encoded if model.detector.decodes_on_device else decode_image
         try:
-            if not model.detector.decodes_on_device:
-                return await self.decode_bytes(data, label)
-            loop = asyncio.get_running_loop()
-            limit = self.settings.max_image_pixels
-            return await loop.run_in_executor(self.decode_pool, check_encoded, data, limit)
-        except ImageError as exc:
-            model.stats.record_failure("BAD_INPUT", 0.0)
-            raise image_error(exc, label) from None
+            return await self._read(read, data, label)
         except ApiError:
             model.stats.record_failure("BAD_INPUT", 0.0)
             raise
+
+    async def _read(self, read: Reader[T], data: bytes, label: str | None) -> T:
+        loop = asyncio.get_running_loop()
+        limit = self.settings.max_image_pixels
+        try:
+            return await loop.run_in_executor(self.decode_pool, read, data, limit)
+        except ImageError as exc:
+            raise image_error(exc, label) from None
 
     def start(self) -> None:
         self.telemetry.start()

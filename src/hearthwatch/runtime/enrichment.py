@@ -62,7 +62,6 @@ class BatchCounts:
 
 @dataclass
 class _Model:
-    config: ZooModelConfig
     enricher: Enricher
     batcher: DynamicBatcher[Job, dict[str, Any]]
     counts: BatchCounts
@@ -105,7 +104,7 @@ class EnrichmentService:
                 name=f"enrich-{config.name}",
                 on_batch=counts.add,
             )
-            self.models[config.name] = _Model(config, enricher, batcher, counts)
+            self.models[config.name] = _Model(enricher, batcher, counts)
 
     def _batch_runner(
         self, enricher: Enricher, dtype: torch.dtype
