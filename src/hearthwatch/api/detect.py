@@ -78,10 +78,20 @@ def image_result(
 class DetectQuery:
     """The query parameters both detect routes take."""
 
-    confidence: Confidence = None
-    all_classes: AllClasses = False
-    timeout_ms: TimeoutMs = None
-    model: ModelName = None
+    confidence: float | None = None
+    all_classes: bool = False
+    timeout_ms: float | None = None
+    model: str | None = None
+
+
+async def detect_query(
+    confidence: Confidence = None,
+    all_classes: AllClasses = False,
+    timeout_ms: TimeoutMs = None,
+    model: ModelName = None,
+) -> DetectQuery:
+    """A coroutine, so that FastAPI resolves it on the event loop, not on a worker thread."""
+    return DetectQuery(confidence, all_classes, timeout_ms, model)
 
 
 async def _detect(
@@ -123,7 +133,9 @@ async def _detect(
     responses={200: {"model": DetectResponse}, **ERROR_RESPONSES},
     summary="Detect objects in one image (raw body or a multipart file).",
 )
-async def detect(request: Request, query: Annotated[DetectQuery, Depends()]) -> JSONResponse:
+async def detect(
+    request: Request, query: Annotated[DetectQuery, Depends(detect_query)]
+) -> JSONResponse:
     served, results, _ = await _detect(request, query, "image", "detect")
     return JSONResponse({**results[0], "model": served.name})
 
@@ -134,7 +146,9 @@ async def detect(request: Request, query: Annotated[DetectQuery, Depends()]) -> 
     responses={200: {"model": DetectBatchResponse}, **ERROR_RESPONSES},
     summary="Detect objects in several images (multipart files, e.g. -F images=@a.jpg).",
 )
-async def detect_batch(request: Request, query: Annotated[DetectQuery, Depends()]) -> JSONResponse:
+async def detect_batch(
+    request: Request, query: Annotated[DetectQuery, Depends(detect_query)]
+) -> JSONResponse:
     served, results, total = await _detect(request, query, "images", "detect_batch")
     return JSONResponse(
         {"model": served.name, "results": results, "total_ms": round(total * 1000, 3)}

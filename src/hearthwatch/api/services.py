@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,9 +33,6 @@ from hearthwatch.runtime.zoo_memory import GIB, budget_bytes
 from hearthwatch.runtime.zoo_metrics import ZooCollector
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Reader = Callable[[bytes, int], T]  # encoded bytes, pixel limit → image; raises ImageError
 
 SECURITY_CLASSES = frozenset(
     {"person", "car", "truck", "dog", "cat", "bird", "bicycle", "motorcycle", "bus"}
@@ -69,23 +64,28 @@ class Services:
 
     async def decode_bytes(self, data: bytes, label: str | None = None) -> np.ndarray:
         """Decode on the decode pool; bad input raises a 4xx :class:`ApiError`."""
-        return await self._read(decode_image, data, label)
+        loop = asyncio.get_running_loop()
+        limit = self.settings.max_image_pixels
+        try:
+            return await loop.run_in_executor(self.decode_pool, decode_image, data, limit)
+        except ImageError as exc:
+            raise image_error(exc, label) from None
 
     async def decode(self, model: ServedModel, data: bytes, label: str | None = None) -> Image:
-        """:meth:`decode_bytes`, or only its checks when ``model`` decodes on its device; bad
-        input counts as a BAD_INPUT failure of ``model``."""
-        read: Reader[Image] = check_encoded if model.detector.decodes_on_device else decode_image
+        """:meth:`decode_bytes`, or only its checks when ``model`` decodes on its device (they
+        read headers only, so they run here rather than pay a hop to the pool); bad input
+        counts as a BAD_INPUT failure of ``model``."""
         try:
-            return await self._read(read, data, label)
+            if model.detector.decodes_on_device:
+                return self._check(data, label)
+            return await self.decode_bytes(data, label)
         except ApiError:
             model.stats.record_failure("BAD_INPUT", 0.0)
             raise
 
-    async def _read(self, read: Reader[T], data: bytes, label: str | None) -> T:
-        loop = asyncio.get_running_loop()
-        limit = self.settings.max_image_pixels
+    def _check(self, data: bytes, label: str | None) -> Image:
         try:
-            return await loop.run_in_executor(self.decode_pool, read, data, limit)
+            return check_encoded(data, self.settings.max_image_pixels)
         except ImageError as exc:
             raise image_error(exc, label) from None
 

@@ -35,10 +35,17 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+JPEG_TAIL_BYTES = 65536
+
+
 def _jpeg_is_complete(data: bytes) -> bool:
-    """A complete JPEG has an end-of-image marker after its last start-of-scan marker."""
-    last_scan = data.rfind(b"\xff\xda")
-    return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
+    """A complete JPEG ends (give or take trailing bytes) with an end-of-image marker that no
+    start-of-scan marker follows. Only the tail is searched: entropy-coded data cannot hold
+    either marker, so a file cut inside its scan data has neither there, and an embedded
+    thumbnail's marker near the start of a small file is followed by the main image's scan."""
+    tail = max(0, len(data) - JPEG_TAIL_BYTES)
+    end = data.rfind(b"\xff\xd9", tail)
+    return end >= 0 and data.find(b"\xff\xda", end) < 0
 
 
 def image_size(data: bytes) -> tuple[int, int]:
