@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,12 +185,23 @@ def multipart_payloads(jpegs: list[bytes]) -> list[Payload]:
 
 
 def sweep(
-    url: str, payloads: list[Payload], rates: list[float], duration: float, timeout_s: float
+    url: str,
+    payloads: list[Payload],
+    rates: list[float],
+    duration: float,
+    timeout_s: float,
+    loop_cpu_s: Callable[[], float | None] | None = None,
 ) -> list[dict[str, Any]]:
+    """Each rate open-loop; with ``loop_cpu_s`` (the server's event-loop CPU seconds so far),
+    each row also says how many milliseconds of that loop one request took."""
     rows = []
     for rate in rates:
+        before = loop_cpu_s() if loop_cpu_s else None
         records = asyncio.run(open_loop(url, payloads, rate, duration, timeout_s=timeout_s))
         summary = summarize(records, rate, duration).as_dict()
+        after = loop_cpu_s() if loop_cpu_s else None
+        if before is not None and after is not None and records:
+            summary["event_loop_ms_per_request"] = (after - before) * 1000 / len(records)
         rows.append(summary)
         lat = summary["latency_ms"]
         p95 = f"{lat['p95']:.0f}" if lat["p95"] is not None else "-"
@@ -209,6 +221,21 @@ def knee(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         if r["ok"] == r["sent"] and r["achieved_rps"] >= KNEE_SERVED_FRACTION * r["offered_rps"]
     ]
     return max(served, key=lambda r: r["offered_rps"]) if served else None
+
+
+def frontend_capacity(row: dict[str, Any] | None) -> dict[str, float] | None:
+    """What one server process's event loop can accept: every request passes through it, so
+    1 / (its CPU seconds per request) bounds the rate, whatever the device serves. Measured at
+    the knee (else the last rate); below the pipeline ceiling / 0.9 the front-end needs more
+    processes."""
+    if row is None or not row.get("event_loop_ms_per_request"):
+        return None
+    per_request = float(row["event_loop_ms_per_request"])
+    return {
+        "measured_at_offered_rps": float(row["offered_rps"]),
+        "event_loop_ms_per_request": per_request,
+        "single_process_ceiling_rps": 1000.0 / per_request,
+    }
 
 
 def best_throughput(rows: list[dict[str, Any]]) -> float:
@@ -336,12 +363,13 @@ def main() -> int:
         with ServerProcess(server_env, Path(tmp) / "hearthwatch.log") as server:
             url = f"{server.url}/detect"
             single = single_requests(url, jpegs[0], 20)
-            hw_rows = sweep(url, payloads, rates, args.duration, timeout_s)
+            loop_cpu = server.main_thread_cpu_s
+            hw_rows = sweep(url, payloads, rates, args.duration, timeout_s, loop_cpu)
             hw_knee = knee(hw_rows)
             at_80 = None
             if hw_knee is not None:
                 rate_80 = round(0.8 * hw_knee["offered_rps"], 3)
-                at_80 = sweep(url, payloads, [rate_80], args.duration, timeout_s)[0]
+                at_80 = sweep(url, payloads, [rate_80], args.duration, timeout_s, loop_cpu)[0]
         print("(d) naive server over HTTP", flush=True)
         naive_cmd = [sys.executable, str(ROOT / "bench" / "naive_server.py")]
         with ServerProcess(
@@ -364,7 +392,11 @@ def main() -> int:
     def knee_rate(k: dict[str, Any] | None) -> float:
         return float(k["achieved_rps"]) if k else 0.0
 
+    frontend = frontend_capacity(hw_knee or (hw_rows[-1] if hw_rows else None))
     ratios = {
+        "frontend_ceiling_over_pipeline": frontend["single_process_ceiling_rps"] / pipe["img_per_s"]
+        if frontend
+        else None,
         "pipeline_over_model_only": pipe["img_per_s"] / best["img_per_s"],
         "hearthwatch_knee_over_pipeline": knee_rate(hw_knee) / pipe["img_per_s"],
         "hearthwatch_knee_over_naive_knee": (knee_rate(hw_knee) / knee_rate(naive_knee))
@@ -395,6 +427,7 @@ def main() -> int:
             "at_80pct_of_knee": at_80,
             "max_batch_size": best["batch_size"],
             "max_queue_delay_ms": args.queue_delay_ms,
+            "frontend": frontend,
         },
         "naive": {"sweep": naive_rows, "knee": naive_knee},
         "litserve": {"sweep": lit_rows, "knee": lit_knee},

@@ -4,6 +4,7 @@ overload (503 + Retry-After), deadlines (504, never run) and metrics that move."
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -147,6 +148,7 @@ async def _concurrent(url: str, frames: list[bytes], params: str = "") -> list[h
 
 
 def test_concurrent_requests_are_batched_and_metrics_move(hog_server: Server) -> None:
+    loop_cpu_before = hog_server.main_thread_cpu_s()
     count_before = hog_server.metric("nv_inference_count")
     exec_before = hog_server.metric("nv_inference_exec_count")
     success_before = hog_server.metric("nv_inference_request_success")
@@ -164,6 +166,10 @@ def test_concurrent_requests_are_batched_and_metrics_move(hog_server: Server) ->
     )
     assert hog_server.metric("hearthwatch_request_duration_seconds_count", route="detect") >= 16
     assert hog_server.metric("nv_inference_queue_duration_us") > 0
+    loop_cpu_after = hog_server.main_thread_cpu_s()
+    if sys.platform == "linux":  # the main thread started the server and runs its event loop
+        assert loop_cpu_before is not None and loop_cpu_after is not None
+        assert 0 < loop_cpu_before <= loop_cpu_after
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,22 @@ class ServerProcess:
         log_tail = self.log_path.read_text()[-3000:]
         raise RuntimeError(f"server not ready in {timeout_s:.0f}s: {log_tail}")
 
+    def main_thread_cpu_s(self) -> float | None:
+        """CPU seconds the server's main thread (its event loop) has used; None where the OS
+        does not say. Linux's scheduler statistics count nanoseconds; /proc's stat, the
+        fallback, counts clock ticks (10 ms)."""
+        task = Path(f"/proc/{self.process.pid}/task/{self.process.pid}")
+        try:
+            return int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def stop(self) -> None:
         terminate(self.process, grace_s=30)
         self._log.close()
