@@ -28,3 +28,4 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/serve_bench.py --ablations
+	$(BIN)/python bench/frontend_bench.py
