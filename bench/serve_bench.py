@@ -160,10 +160,12 @@ def equivalence(fast: Detector, plain: Detector, jpegs: list[bytes]) -> dict[str
     for a, b in zip(ours, theirs, strict=True):
         k = min(len(a), len(b), 20)
         if k:
-            top_a, top_b = np.sort(a.scores)[::-1][:k], np.sort(b.scores)[::-1][:k]
-            score_diff = max(score_diff, float(np.abs(top_a - top_b).max()))
+            best_a = np.argsort(-a.scores, kind="stable")[:k]
+            best_b = np.argsort(-b.scores, kind="stable")[:k]
+            diff = np.abs(a.scores[best_a] - b.scores[best_b]).max()
+            score_diff = max(score_diff, float(diff))
             n = min(k, 10)
-            box_diffs.append(float(np.abs(a.boxes[:n] - b.boxes[:n]).mean()))
+            box_diffs.append(float(np.abs(a.boxes[best_a[:n]] - b.boxes[best_b[:n]]).mean()))
     return {
         "max_score_diff_top20": score_diff,
         "mean_box_diff_px_top10": float(np.mean(box_diffs)) if box_diffs else 0.0,
