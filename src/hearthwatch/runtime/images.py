@@ -42,7 +42,8 @@ def _jpeg_is_complete(data: bytes) -> bool:
     """A complete JPEG ends (give or take trailing bytes) with an end-of-image marker that no
     start-of-scan marker follows. Only the tail is searched: entropy-coded data cannot hold
     either marker, so a file cut inside its scan data has neither there, and an embedded
-    thumbnail's marker near the start of a small file is followed by the main image's scan."""
+    thumbnail's marker near the start of a small file is followed by the main image's scan.
+    More than ``JPEG_TAIL_BYTES`` after the end marker (a motion photo's video) reads as cut."""
     tail = max(0, len(data) - JPEG_TAIL_BYTES)
     end = data.rfind(b"\xff\xd9", tail)
     return end >= 0 and data.find(b"\xff\xda", end) < 0
