@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serve_bench import PRESETS, ROOT
+from serve_bench import ROOT, add_server_arguments, bench_env
 
 from hearthwatch.tuning.environment import record_header, write_record
 from hearthwatch.tuning.frames import synthetic_frames
@@ -84,25 +84,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", choices=sorted(PRESETS), default="rtdetr_v2_r50")
+    add_server_arguments(parser)
     parser.add_argument("--input-size", type=int, help="the model's input side (RT-DETR)")
-    parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--height", type=int, default=1080)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--use-gpu", choices=["true", "false"], default="true")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
-    env = {
-        **PRESETS[args.model],
-        "USE_GPU": args.use_gpu,
-        "LLM_ENABLED": "false",
-        "LOG_LEVEL": "warning",
-        "MAX_QUEUE_SIZE": "4096",
-        "MAX_BATCH_SIZE": "32",
-        "DETECTOR__DEVICE_DECODE": "on",
-    }
+    env = bench_env(args, 32, DETECTOR__DEVICE_DECODE="on")
     if args.input_size:
         env["DETECTOR__INPUT_SIZE"] = str(args.input_size)
     payloads = image_payloads(synthetic_frames(16, args.width, args.height))

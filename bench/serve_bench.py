@@ -259,13 +259,36 @@ def single_requests(url: str, jpeg: bytes, count: int) -> dict[str, float]:
     return {"p50_ms": float(p50), "p95_ms": float(p95), "count": count}
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, input frames, device and output directory every serving benchmark takes."""
+    parser.add_argument("--model", choices=sorted(PRESETS), default="rtdetr_v2_r50")
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--use-gpu", choices=["true", "false"], default="true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+
+
+def bench_env(args: argparse.Namespace, max_batch: int, **extra: str) -> dict[str, str]:
+    """The environment a benchmarked hearthwatch runs under: the model preset, no LLM, quiet
+    logs, a deep queue and a long deadline, so that only the rate decides what is served."""
+    return {
+        **PRESETS[args.model],
+        "USE_GPU": args.use_gpu,
+        "LLM_ENABLED": "false",
+        "WARMUP": "true",
+        "LOG_LEVEL": "warning",
+        "MAX_QUEUE_SIZE": "4096",
+        "REQUEST_TIMEOUT_MS": "30000",
+        "MAX_BATCH_SIZE": str(max_batch),
+        **extra,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", choices=sorted(PRESETS), default="rtdetr_v2_r50")
-    parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--height", type=int, default=1080)
+    add_server_arguments(parser)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--queue-delay-ms", type=float, default=5.0)
     parser.add_argument(
@@ -276,24 +299,12 @@ def main() -> int:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per offered rate")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per in-process point")
-    parser.add_argument("--use-gpu", choices=["true", "false"], default="true")
     parser.add_argument("--compile", action="store_true", help="TORCH_COMPILE=true")
     parser.add_argument("--ablations", action="store_true", help="each optimisation on and off")
     parser.add_argument("--no-litserve", action="store_true", help="skip (e)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
-    env = {
-        **PRESETS[args.model],
-        "USE_GPU": args.use_gpu,
-        "LLM_ENABLED": "false",
-        "WARMUP": "true",
-        "LOG_LEVEL": "warning",
-        "MAX_QUEUE_SIZE": "4096",
-        "REQUEST_TIMEOUT_MS": "30000",
-        "MAX_BATCH_SIZE": str(args.max_batch),
-        "TORCH_COMPILE": "true" if args.compile else "false",
-    }
+    env = bench_env(args, args.max_batch, TORCH_COMPILE="true" if args.compile else "false")
 
     def build(**changes: str) -> Detector:
         settings = load_settings(environ={**env, **changes}).settings
