@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
 from hearthwatch.runtime.batcher import (
+    BatcherStoppedError,
     BatchingConfig,
     BatchResult,
+    BatchTooLargeError,
     DeadlineExceededError,
     DynamicBatcher,
     QueueFullError,
 )
+from hearthwatch.runtime.isolation import isolate_failures
 
 
 class Recorder:
@@ -241,3 +246,147 @@ def test_oldest_requests_are_served_first() -> None:
 def test_invalid_batching_config_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         BatchingConfig(**kwargs)  # type: ignore[arg-type]
+
+
+class Poisoned:
+    """A run_batch that fails whenever a batch holds a negative payload; counts its runs."""
+
+    def __init__(self, overlap: bool = False):
+        self.runs: list[list[int]] = []
+        self._pool = ThreadPoolExecutor(1) if overlap else None
+
+    def _run(self, payloads: Sequence[int]) -> list[int]:
+        self.runs.append(list(payloads))
+        if any(p < 0 for p in payloads):
+            raise ValueError(f"cannot take {min(payloads)}")
+        return [p * 10 for p in payloads]
+
+    def __call__(self, payloads: Sequence[int]) -> list[int] | Future[list[int]]:
+        if self._pool is None:
+            return self._run(payloads)
+        return self._pool.submit(self._run, list(payloads))
+
+
+@pytest.mark.parametrize("size", range(1, 17))
+def test_bisection_blames_only_the_bad_item_within_log2_plus_one_runs(size: int) -> None:
+    for bad in range(size):
+        items = [i + 1 for i in range(size)]
+        items[bad] = -1
+        model = Poisoned()
+        with pytest.raises(ValueError) as first:
+            model._run(items)
+        results = isolate_failures(model._run, items, first.value)
+        assert len(model.runs) - 1 <= math.ceil(math.log2(size)) + 1, (size, bad, model.runs)
+        for i, (item, result) in enumerate(zip(items, results, strict=True)):
+            if i == bad:
+                assert isinstance(result, ValueError) and "-1" in str(result)
+            else:
+                assert result == item * 10
+
+
+def test_bisection_finds_every_bad_item() -> None:
+    items = [1, -2, 3, 4, 5, -6, 7]
+    model = Poisoned()
+    results = isolate_failures(model._run, items, ValueError("batch"))
+    assert [isinstance(r, ValueError) for r in results] == [i < 0 for i in items]
+    assert [r for r in results if not isinstance(r, ValueError)] == [10, 30, 40, 50, 70]
+
+
+def test_bisection_of_a_model_that_always_fails_is_bounded() -> None:
+    runs = []
+
+    def broken(payloads: Sequence[int]) -> list[int]:
+        runs.append(list(payloads))
+        raise RuntimeError("device lost")
+
+    results = isolate_failures(broken, list(range(16)), RuntimeError("device lost"))
+    assert len(runs) == 2 * (4 + 1)  # what finding two bad items may cost, and no more
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["inline", "device-thread"])
+def test_a_poisoned_batch_answers_the_others(overlap: bool) -> None:
+    model = Poisoned(overlap)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model, BatchingConfig(8, 200, 16), max_in_flight=2 if overlap else 1
+    )
+    batcher.start()
+
+    async def main() -> list[int | BaseException]:
+        answers = await asyncio.gather(
+            *(batcher.submit(i, 5) for i in (1, 2, -3, 4)), return_exceptions=True
+        )
+        return [a if isinstance(a, BaseException) else a.value for a in answers]
+
+    answers = run(main())
+    batcher.stop()
+    assert model.runs[0] == [1, 2, -3, 4]  # one batch, then bisected
+    assert answers[:2] == [10, 20] and answers[3] == 40
+    assert isinstance(answers[2], ValueError)
+
+
+def test_submit_many_queues_all_or_nothing() -> None:
+    rec = Recorder(hold=True)
+    batcher = make(rec, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=4)
+
+    async def main() -> None:
+        running = await occupy_worker(batcher, rec)
+        queued = asyncio.ensure_future(batcher.submit_many([1, 2], 5))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFullError):
+            await batcher.submit_many([3, 4, 5], 5)  # fits later, not now: none queued
+        assert batcher.queued == 2
+        with pytest.raises(BatchTooLargeError, match="at most 4"):
+            await batcher.submit_many(list(range(5)), 5)  # can never fit
+        rec.gate.set()
+        await asyncio.gather(running, queued)
+
+    run(main())
+    batcher.stop()
+    assert rec.ran == [0, 1, 2]
+
+
+def test_stop_waits_for_a_batch_finishing_on_another_thread() -> None:
+    pool = ThreadPoolExecutor(1)
+    gate = threading.Event()
+
+    def slow(payloads: Sequence[int]) -> Future[list[int]]:
+        return pool.submit(lambda: (gate.wait(5), list(payloads))[1])
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(slow, BatchingConfig(1, 0, 4))
+    batcher.start()
+
+    async def main() -> None:
+        pending = asyncio.ensure_future(batcher.submit(7, 5))
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # the batch in flight is still owed an answer
+        gate.set()
+        await stopping
+        assert (await pending).value == 7
+
+    run(main())
+    with pytest.raises(BatcherStoppedError):
+        run(batcher.submit(1, 1))
+
+
+def test_drain_answers_the_queued_and_lets_the_running_batch_finish() -> None:
+    rec = Recorder(hold=True)
+    batcher = make(rec, max_batch_size=1, max_queue_delay_ms=0)
+
+    async def main() -> None:
+        running = await occupy_worker(batcher, rec)
+        queued = asyncio.ensure_future(batcher.submit(1, 5))
+        await asyncio.sleep(0.01)
+        batcher.drain()
+        with pytest.raises(BatcherStoppedError, match="shutting down"):
+            await queued
+        with pytest.raises(BatcherStoppedError):
+            await batcher.submit(2, 5)
+        rec.gate.set()
+        assert (await running).value == 0
+
+    run(main())
+    batcher.stop()
+    assert rec.ran == [0]

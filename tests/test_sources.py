@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,25 @@ def test_torchvision_random_init_detects_in_image_coordinates() -> None:
         assert det.boxes.dtype == np.float32
         if len(det):
             assert det.boxes[:, 2].max() <= w + 1 and det.boxes[:, 3].max() <= h + 1
+
+
+def test_torchvision_refuses_shapes_its_resize_would_shrink_to_nothing() -> None:
+    config = TorchvisionConfig(random_init=True, min_size=160, max_size=200)
+    detector = config.build(CPU, PLAIN, no_fallback)
+    assert detector.max_aspect_ratio == 100
+    assert detector.input_problem(1, 100) is None
+    assert len(detector.detect([np.full((1, 100, 3), 90, np.uint8)])) == 1  # runs at the limit
+    problem = detector.input_problem(1, 3000)
+    assert problem is not None and "elongated" in problem and "100-fold" in problem
+    with pytest.raises(RuntimeError):  # what the check keeps out of every batch
+        detector.detect([np.full((1, 3000, 3), 90, np.uint8)])
+    assert detector.input_problem(0, 5) == "image of 5x0 has no pixels"
+
+
+def test_hog_takes_any_shape_with_pixels() -> None:
+    detector = HogConfig().build(CPU, PLAIN, no_fallback)
+    assert detector.input_problem(1, 100_000) is None
+    assert [len(d) for d in detector.detect([np.zeros((1, 100_000, 3), np.uint8)])] == [0]
 
 
 def test_torchvision_needs_weights_or_an_explicit_random_init(tmp_path: Path) -> None:
@@ -244,3 +264,31 @@ def test_a_failing_precision_pass_falls_back_to_fp32(monkeypatch: pytest.MonkeyP
     optimized = optimize_module(NoHalf(4, 2), CPU, settings, lambda *r: reported.append(r))
     assert optimized.dtype == torch.float32
     assert reported[0][0] == "precision"
+
+
+def test_sources_keep_every_optimisation_setting_they_do_not_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hearthwatch.runtime.sources import torchscript_source, torchvision_source
+
+    seen: list[OptimizationSettings] = []
+    for module in (torchscript_source, torchvision_source):
+        real = module.optimize_module
+        monkeypatch.setattr(
+            module,
+            "optimize_module",
+            lambda m, device, settings, hook, real=real: (
+                seen.append(settings)
+                or real(m, device, dataclasses.replace(settings, torch_compile=False), hook)
+            ),
+        )
+    asked = OptimizationSettings(cuda_graphs=False, max_batch_size=32, torch_compile=True)
+    path = tmp_path / "yolo.pt"
+    torch.jit.trace(PlantedYolo(64), torch.rand(1, 3, 64, 64)).save(str(path))
+    TorchScriptConfig(path=path, input_size=64).build(CPU, asked, no_fallback)
+    TorchvisionConfig(random_init=True, min_size=64, max_size=64).build(CPU, asked, no_fallback)
+    assert [(s.cuda_graphs, s.max_batch_size) for s in seen] == [(False, 32), (False, 32)]
+    assert [s.torch_compile for s in seen] == [False, True]  # TorchScript is never compiled
+    assert seen[1].channels_last is False  # a list-of-images model gains nothing from it
+    with pytest.raises(TypeError):
+        OptimizationSettings("fp32")  # type: ignore[misc]  # keyword-only: no silent shifts

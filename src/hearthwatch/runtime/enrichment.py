@@ -123,6 +123,10 @@ class EnrichmentService:
         for model in self.models.values():
             model.batcher.start()
 
+    def drain(self) -> None:
+        for model in self.models.values():
+            model.batcher.drain()
+
     def stop(self) -> None:
         for model in self.models.values():
             model.batcher.stop()
@@ -168,6 +172,7 @@ class EnrichmentService:
     ) -> EnrichmentResult:
         boxes = [_clipped(d.box, image, i) for i, d in enumerate(detections)]
         runs, skipped = self.plan(detections, only)
+        self._check_frame(image, runs)
         result = EnrichmentResult([{} for _ in detections], unavailable=skipped)
         deadline = time.monotonic() + timeout_s
         names = list(runs)
@@ -193,6 +198,15 @@ class EnrichmentService:
                 result.detections[index][name] = value
         result.models_run = names
         return result
+
+    def _check_frame(self, image: np.ndarray, runs: dict[str, list[int]]) -> None:
+        """Refuse a frame that a frame model of this request cannot take, before any runs."""
+        height, width = image.shape[:2]
+        for name in runs:
+            enricher = self.models[name].enricher
+            problem = enricher.input_problem(height, width) if enricher.scope == "frame" else None
+            if problem is not None:
+                raise EnrichRequestError(f"image: {problem} (model {name!r})")
 
     def _items(
         self,
@@ -250,6 +264,34 @@ class EnrichmentService:
             if isinstance(answer, BaseException):
                 raise answer
         return [a.value for a in answers if not isinstance(a, BaseException)]
+
+    async def run_on_images(
+        self, name: str, images: Sequence[np.ndarray], timeout_s: float
+    ) -> list[dict[str, Any]]:
+        """Model ``name`` on whole RGB images (each the crop of a crop model, or the frame of a
+        frame model with one box covering it), under one lease and through its batcher: its
+        result for each image."""
+        if name not in self.models:
+            if name in self.unavailable:
+                raise EnrichRequestError(f"model {name!r} is unavailable: {self.unavailable[name]}")
+            known = ", ".join(c.name for c in self.catalog)
+            raise EnrichRequestError(f"unknown enrichment model {name!r}; known: {known}")
+        enricher = self.models[name].enricher
+        for index, image in enumerate(images):
+            problem = enricher.input_problem(image.shape[0], image.shape[1])
+            if problem is not None:
+                raise EnrichRequestError(f"image {index}: {problem} (model {name!r})")
+        frame = enricher.scope == "frame"
+        items = [
+            EnrichItem(
+                np.ascontiguousarray(image),
+                boxes=((0.0, 0.0, float(image.shape[1]), float(image.shape[0])),) if frame else (),
+            )
+            for image in images
+        ]
+        deadline = time.monotonic() + timeout_s
+        # shielded: a request that goes away still lets its queued work end before the lease does
+        return await asyncio.shield(self._leased_run(name, items, deadline))
 
 
 def _left(deadline: float) -> float:

@@ -25,8 +25,10 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OptimizationSettings:
+    """Which passes run; keyword-only, so that no setting lands in another's place."""
+
     precision: Precision = "auto"
     channels_last: bool = True
     cudnn_benchmark: bool = True

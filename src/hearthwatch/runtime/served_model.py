@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from hearthwatch.runtime.batcher import (
+    BatcherStoppedError,
     BatchingConfig,
+    BatchTooLargeError,
     DeadlineExceededError,
     DynamicBatcher,
+    Outputs,
     QueueFullError,
 )
 from hearthwatch.runtime.detections import Detections
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 Answer = tuple[Detections, StageTimes]
-Reply = Answer | ImageError  # an image that could not be decoded fails alone
+Reply = Answer | ImageError  # an image that could not be decoded fails alone, as its error
 
 
 def _with_errors(answers: Sequence[Answer], errors: dict[int, ImageError]) -> list[Reply]:
@@ -78,7 +81,7 @@ class ServedModel:
         self._device_thread = (
             ThreadPoolExecutor(1, thread_name_prefix=f"{name}-device") if overlap else None
         )
-        self.batcher: DynamicBatcher[Image, Reply] = DynamicBatcher(
+        self.batcher: DynamicBatcher[Image, Answer] = DynamicBatcher(
             self._run_batch, batching, name=name, max_in_flight=2 if overlap else 1
         )
         self.ready = False
@@ -100,7 +103,7 @@ class ServedModel:
         if self._device_thread is not None:
             self._device_thread.shutdown(wait=True)
 
-    def _run_batch(self, images: Sequence[Image]) -> Sequence[Reply] | Future[Sequence[Reply]]:
+    def _run_batch(self, images: Sequence[Image]) -> Outputs[Answer] | Future[Outputs[Answer]]:
         started = time.monotonic()
         bad: dict[int, ImageError] = {}
         try:
@@ -111,7 +114,7 @@ class ServedModel:
             prepared = self.detector.prepare(images) if images else None  # type: ignore[arg-type]
         input_s = time.monotonic() - started
 
-        def complete() -> Sequence[Reply]:
+        def complete() -> Outputs[Answer]:
             answers = self._complete(len(images), prepared, input_s) if images else []
             return _with_errors(answers, bad)
 
@@ -130,35 +133,58 @@ class ServedModel:
             self._metrics.batch_size.labels(self.name).observe(count)
         return [(d, stages) for d in detections]
 
+    def check_input(self, image: Image, label: str | None = None) -> None:
+        """Refuse, before it can join a batch, an image the detector cannot take."""
+        height, width = image.shape[:2]
+        problem = self.detector.input_problem(int(height), int(width))
+        if problem is not None:
+            self.stats.record_failure("BAD_INPUT", 0.0)
+            raise ImageError("unusable_shape", f"{label}: {problem}" if label else problem)
+
     async def infer(self, image: Image, timeout_s: float) -> InferenceOutcome:
-        started = time.monotonic()
-        try:
-            result = await self.batcher.submit(image, timeout_s)
-        except QueueFullError:
-            self.stats.record_failure("REJECTED", time.monotonic() - started)
-            raise
-        except DeadlineExceededError:
-            self.stats.record_failure("TIMEOUT", time.monotonic() - started)
-            raise
-        except asyncio.CancelledError:
-            self.stats.record_failure("CANCELED", time.monotonic() - started)
-            raise
-        except Exception:
-            self.stats.record_failure("BACKEND", time.monotonic() - started)
-            raise
-        if isinstance(result.value, ImageError):
-            self.stats.record_failure("BAD_INPUT", time.monotonic() - started)
-            raise result.value
-        detections, stages = result.value
-        self.stats.record_success(time.monotonic() - started, result.timing.queue_s, stages)
-        return InferenceOutcome(detections, result.timing.queue_s, stages, result.timing.batch_size)
+        return (await self.infer_many([image], timeout_s))[0]
 
     async def infer_many(self, images: Sequence[Image], timeout_s: float) -> list[InferenceOutcome]:
-        """Each image is its own request, so they batch with everyone else's."""
-        outcomes = await asyncio.gather(
-            *(self.infer(img, timeout_s) for img in images), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return outcomes  # type: ignore[return-value]
+        """Queue every image at once, each its own request so they batch with everyone
+        else's; all are checked first, and none is queued if the queue cannot take them all.
+        Raises the first error any image met, after each has been answered."""
+        for i, image in enumerate(images):
+            self.check_input(image, f"image {i}" if len(images) > 1 else None)
+        started = time.monotonic()
+        try:
+            answers = await self.batcher.submit_many(images, timeout_s)
+        except (QueueFullError, BatchTooLargeError, BatcherStoppedError):
+            for _ in images:
+                self.stats.record_failure("REJECTED", time.monotonic() - started)
+            raise
+        except asyncio.CancelledError:
+            for _ in images:
+                self.stats.record_failure("CANCELED", time.monotonic() - started)
+            raise
+        outcomes: list[InferenceOutcome] = []
+        first_error: BaseException | None = None
+        for answer in answers:
+            elapsed = time.monotonic() - started
+            if isinstance(answer, BaseException):
+                self.stats.record_failure(_failure_reason(answer), elapsed)
+                first_error = first_error or answer
+                continue
+            detections, stages = answer.value
+            self.stats.record_success(elapsed, answer.timing.queue_s, stages)
+            outcomes.append(
+                InferenceOutcome(
+                    detections, answer.timing.queue_s, stages, answer.timing.batch_size
+                )
+            )
+        if first_error is not None:
+            raise first_error
+        return outcomes
+
+
+def _failure_reason(error: BaseException) -> str:
+    """The ``nv_inference_request_failure`` reason of an image's error."""
+    if isinstance(error, DeadlineExceededError):
+        return "TIMEOUT"
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELED"
+    return "BAD_INPUT" if isinstance(error, ImageError) else "BACKEND"

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from hearthwatch.runtime.sources.base import shape_problem
+
 Box = tuple[float, float, float, float]
 Scope = Literal["crop", "frame"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,6 +40,12 @@ class EnrichItem:
 class Enricher(abc.ABC):
     scope: ClassVar[Scope] = "crop"
     half_precision: ClassVar[bool] = True  # False: kept in fp32 on a GPU too
+    max_aspect_ratio: float | None = None  # longest over shortest side the model can resize
+
+    def input_problem(self, height: int, width: int) -> str | None:
+        """Why an image of ``width`` x ``height`` cannot run through this model, else None."""
+        name = type(self).__name__.removesuffix("Enricher").lower()
+        return shape_problem(height, width, self.max_aspect_ratio, f"the {name} model")
 
     @abc.abstractmethod
     def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:

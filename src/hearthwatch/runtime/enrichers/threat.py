@@ -25,6 +25,8 @@ class ThreatEnricher(Enricher):
         self.labels = tuple(labels)
         self.max_side = max_side
         self.score_threshold = score_threshold
+        # shrunk to max_side, then resized by the detector's own transform (max 640)
+        self.max_aspect_ratio = max_side / 2
 
     def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
         frames, scales = [], []
@@ -33,7 +35,7 @@ class ThreatEnricher(Enricher):
             scale = min(1.0, self.max_side / max(height, width))
             image = item.image
             if scale < 1.0:
-                size = (round(width * scale), round(height * scale))
+                size = (max(1, round(width * scale)), max(1, round(height * scale)))
                 image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             tensor = torch.from_numpy(image).to(device, non_blocking=True).permute(2, 0, 1)
             frames.append(tensor.to(dtype).div_(255))

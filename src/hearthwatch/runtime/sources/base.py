@@ -18,6 +18,21 @@ from hearthwatch.runtime.optimize import OptimizationSettings
 log = logging.getLogger(__name__)
 
 
+def shape_problem(
+    height: int, width: int, max_aspect_ratio: float | None, model: str
+) -> str | None:
+    """The rule every model applies before an image joins a batch: it has pixels, and it is
+    not so elongated that the model's resize would shrink a side to nothing."""
+    if height < 1 or width < 1:
+        return f"image of {width}x{height} has no pixels"
+    if max_aspect_ratio is not None and max(height, width) > max_aspect_ratio * min(height, width):
+        return (
+            f"image of {width}x{height} is too elongated for {model}: "
+            f"its sides may differ at most {max_aspect_ratio:g}-fold"
+        )
+    return None
+
+
 class SourceConfig(BaseModel):
     """Fields every model source accepts."""
 
@@ -49,6 +64,11 @@ class Detector(abc.ABC):
     device: torch.device = torch.device("cpu")
     optimizations: tuple[str, ...] = ()
     decodes_on_device: bool = False  # True: prepare takes EncodedImage too, decoded there
+    max_aspect_ratio: float | None = None  # longest over shortest side the model can resize
+
+    def input_problem(self, height: int, width: int) -> str | None:
+        """Why an image of ``width`` x ``height`` cannot run through this model, else None."""
+        return shape_problem(height, width, self.max_aspect_ratio, self.platform)
 
     @abc.abstractmethod
     def prepare(self, images: Sequence[np.ndarray]) -> Any: ...

@@ -60,7 +60,10 @@ class HogDetector(Detector):
         for image in images:
             factor = min(1.0, self.config.max_side / max(image.shape[:2]))
             if factor < 1.0:
-                size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
+                size = (
+                    max(1, round(image.shape[1] * factor)),
+                    max(1, round(image.shape[0] * factor)),
+                )
                 image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             prepared.append((image, factor))
         return prepared

@@ -3,6 +3,7 @@ in [0, 1] and returning one of the YOLO layouts."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import numpy as np
@@ -35,9 +36,7 @@ class TorchScriptDetector(YoloExportDetector):
         if not config.path.is_file():
             raise FileNotFoundError(f"TorchScript file {config.path} does not exist")
         module = torch.jit.load(str(config.path), map_location="cpu")
-        no_compile = OptimizationSettings(
-            optimization.precision, optimization.channels_last, optimization.cudnn_benchmark, False
-        )
+        no_compile = dataclasses.replace(optimization, torch_compile=False)
         self.model = optimize_module(module, device, no_compile, on_fallback)
         self._setup(config, None)
         self.device = device

@@ -3,6 +3,7 @@ weights file."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,16 @@ def _default_class_names(architecture: str, num_classes: int) -> tuple[str, ...]
     return tuple(names)
 
 
+def resize_aspect_limit(module: torch.nn.Module) -> float | None:
+    """The most elongated image a torchvision detector's own resize keeps at least a pixel
+    wide (with a margin for rounding): it scales the shorter side to ``min_size`` unless the
+    longer would pass ``max_size``. Fixed-size transforms (SSD) take any shape."""
+    transform = getattr(module, "transform", None)
+    if transform is None or getattr(transform, "fixed_size", None) is not None:
+        return None
+    return float(transform.max_size) / 2
+
+
 class TorchvisionDetector(Detector):
     platform = "pytorch_torchvision"
 
@@ -77,9 +88,8 @@ class TorchvisionDetector(Detector):
         module = torchvision.models.get_model(config.architecture, **kwargs)
         load_state_dict(module, config.weights, config.random_init)
         # channels_last gains nothing on a list-of-images model; keep the other passes
-        settings = OptimizationSettings(
-            optimization.precision, False, optimization.cudnn_benchmark, optimization.torch_compile
-        )
+        settings = dataclasses.replace(optimization, channels_last=False)
+        self.max_aspect_ratio = resize_aspect_limit(module)
         self.model = optimize_module(module, device, settings, on_fallback)
         self.device = device
         self.optimizations = tuple(self.model.applied)
