@@ -74,7 +74,7 @@ def test_streamed_chat_and_plain_completions(client: openai.OpenAI) -> None:
     assert text
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 12
     quiet = list(
-        client.chat.completions.create(model="d", messages=CHAT, max_tokens=4, stream=True)
+        client.chat.completions.create(model="default", messages=CHAT, max_tokens=4, stream=True)
     )
     assert all(c.choices for c in quiet)  # no usage chunk unless asked for
     completion = client.completions.create(
@@ -98,14 +98,19 @@ def test_bad_requests_get_400s(llm_server: Server) -> None:
     url = f"{llm_server.url}/v1/chat/completions"
     cases = [
         (b"{nope", "not valid JSON"),
-        (b'{"messages": []}', "'messages' must be a non-empty list"),
-        (b'{"messages": [{"content": "x"}]}', "needs a 'role'"),
+        (b'{"messages": []}', "messages: List should have at least 1 item"),
+        (b'{"messages": [{"content": "x"}]}', "messages.0.role: Field required"),
         (b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', "only n=1"),
-        (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -2}', "positive integer"),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -2}',
+            "max_tokens: Input should be greater than or equal to 1",
+        ),
     ]
     for body, fragment in cases:
         reply = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
-        assert reply.status_code == 400 and fragment in reply.json()["error"], body
+        error = reply.json()["error"]
+        assert reply.status_code == 400 and fragment in error["message"], body
+        assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_request")
 
 
 def test_max_tokens_is_capped_by_the_profile(llm_server: Server) -> None:
@@ -128,9 +133,14 @@ def test_beyond_sessions_and_queue_is_503_and_accepted_work_completes(llm_server
     assert statuses.count(503) == 6
     for reply in replies:
         if reply.status_code == 503:
-            assert (
-                reply.json() == {"error": "Queue full"} and int(reply.headers["Retry-After"]) >= 1
-            )
+            assert reply.json() == {
+                "error": {
+                    "message": "Queue full: 2 sessions busy, 2 queued",
+                    "type": "server_error",
+                    "code": "queue_full",
+                }
+            }
+            assert int(reply.headers["Retry-After"]) >= 1
         else:
             assert reply.json()["usage"]["completion_tokens"] == 64
     assert llm_server.metric("hearthwatch_llm_requests_total", status="queue_full") >= 6
@@ -181,7 +191,7 @@ def test_killing_the_engine_gives_503_then_it_restarts(llm_server: Server) -> No
 
     started = time.monotonic()
     reply = asyncio.run(long_then_kill())
-    assert reply.status_code == 503 and "connection lost" in reply.json()["error"]
+    assert reply.status_code == 503 and "connection lost" in reply.json()["error"]["message"]
     assert time.monotonic() - started < 10  # answered, not left hanging
     deadline = time.monotonic() + 60
     while (config := engine(llm_server))["state"] != "ready" or config["pid"] == pid:
@@ -222,7 +232,7 @@ def test_a_missing_model_stops_start_up_with_one_clear_line(tmp_path: Path) -> N
 
 def test_the_llm_routes_say_when_the_service_is_off(hog_server: Server) -> None:
     reply = httpx.post(f"{hog_server.url}/v1/chat/completions", json={"messages": CHAT})
-    assert reply.status_code == 404 and "LLM_ENABLED=false" in reply.json()["error"]
+    assert reply.status_code == 404 and "LLM_ENABLED=false" in reply.json()["error"]["message"]
 
 
 def test_profiles_file_is_checked(tmp_path: Path) -> None:
@@ -243,7 +253,8 @@ def test_a_prompt_over_the_slot_context_is_400_with_the_limit(llm_server: Server
             f"{llm_server.url}/v1/chat/completions", json={**body, "stream": stream}, timeout=60
         )
         assert reply.status_code == 400
-        assert "exceeds the available context size (2048 tokens)" in reply.json()["error"]
+        message = reply.json()["error"]["message"]
+        assert "exceeds the available context size (2048 tokens)" in message
 
 
 def test_loadtest_reports_ttft_and_tokens_for_the_chat_route(

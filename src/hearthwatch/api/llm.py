@@ -1,114 +1,166 @@
 """OpenAI-compatible LLM routes (``/v1/chat/completions``, ``/v1/completions`` with SSE
-streaming, ``/v1/models``) and the profile's ``/v1/performance/targets`` and
-``/v1/engine/config``. A client that goes away cancels its upstream request."""
+streaming, ``/v1/models``, ``/v1/models/{id}``) and the profile's ``/v1/performance/targets``
+and ``/v1/engine/config``. Bodies are validated by ``hearthwatch.llm.requests`` before
+admission. An admitted request's lease is released however it ends: by the handler, or, once
+a stream is handed out, by the response object itself (even if its body never starts). A
+client that goes away leaves the queue or cancels its upstream request. Event-loop-confined."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from hearthwatch.api.body import read_body
 from hearthwatch.api.detect import services_of
-from hearthwatch.api.errors import ApiError
-from hearthwatch.llm.gateway import Exchange, GatewayError, LlmGateway, wait_for_disconnect
+from hearthwatch.api.errors import ApiError, openai_error
+from hearthwatch.api.json_body import parse_json
+from hearthwatch.llm.gateway import (
+    ClientDisconnectedError,
+    Exchange,
+    GatewayError,
+    Lease,
+    LlmGateway,
+    wait_for_disconnect,
+)
 
 router = APIRouter(tags=["llm"])
+
+T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's status for a request whose client left; nobody receives it
+PARSE_INLINE_BYTES = 64 * 1024  # larger bodies are parsed and validated off the event loop
+MAX_LLM_BODY_BYTES = 1024 * 1024  # far over any slot's context; bounds parsing and the engine
 
 
 def gateway_of(request: Request) -> LlmGateway:
     gateway = services_of(request).llm
     if gateway is None:
-        raise ApiError(404, "the LLM service is disabled (LLM_ENABLED=false)")
+        raise ApiError(404, "the LLM service is disabled (LLM_ENABLED=false)", code="llm_disabled")
     return gateway
 
 
-def _error(exc: GatewayError) -> JSONResponse:
+def _api_error(exc: GatewayError) -> ApiError:
     headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
-    return JSONResponse({"error": exc.message}, exc.status, headers=headers)
+    return ApiError(exc.status, exc.message, headers, exc.code)
 
 
-async def _parsed(request: Request) -> Any:
-    raw = await read_body(request, services_of(request).settings.max_body_bytes)
+async def _exchange(request: Request, gateway: LlmGateway, kind: str) -> Exchange:
+    max_bytes = min(MAX_LLM_BODY_BYTES, services_of(request).settings.max_body_bytes)
+    raw = await read_body(request, max_bytes)
+
+    def build() -> Exchange:
+        return gateway.exchange(kind, parse_json(raw))
+
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if len(raw) <= PARSE_INLINE_BYTES:
+            return build()
+        return await asyncio.to_thread(build)
+    except GatewayError as exc:
+        raise _api_error(exc) from None
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or :class:`ClientDisconnectedError` (``work`` cancelled) as soon
+    as the client goes away."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(wait_for_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # let it unwind before anyone touches what it used
+    if task.cancelled():
+        raise ClientDisconnectedError
+    return task.result()
 
 
 async def _handle(request: Request, kind: str) -> Response:
     gateway = gateway_of(request)
-    body = await _parsed(request)
+    exchange = await _exchange(request, gateway, kind)
     try:
-        exchange = gateway.exchange(kind, body)
-        await gateway.admit()
+        lease = await gateway.admit(exchange, lambda: wait_for_disconnect(request.receive))
     except GatewayError as exc:
-        return _error(exc)
-    if isinstance(body, dict) and body.get("stream"):
-        return await _stream(gateway, exchange)
-    work = asyncio.ensure_future(gateway.complete(exchange))
-    gone = asyncio.ensure_future(wait_for_disconnect(request.receive))
-    status = "cancelled"
-    try:
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            work.cancel()  # the client left: stop generating for it
-            return Response(status_code=499)
-        result = work.result()
-        status = "ok"
-        return JSONResponse(result)
-    except GatewayError as exc:
-        status = exc.outcome
-        return _error(exc)
-    finally:
-        gone.cancel()
-        gateway.release(exchange, status)
+        raise _api_error(exc) from None
+    except ClientDisconnectedError:
+        return Response(status_code=CLIENT_CLOSED)
+    with lease:
+        try:
+            if exchange.streamed:
+                return await _stream(request, gateway, lease)
+            result = await _unless_client_leaves(request, gateway.complete(exchange))
+            lease.outcome = "ok"
+            return JSONResponse(result)
+        except GatewayError as exc:
+            lease.outcome = exc.outcome
+            raise _api_error(exc) from None
+        except ClientDisconnectedError:
+            return Response(status_code=CLIENT_CLOSED)
+
+
+class LeasedStream(StreamingResponse):
+    """A stream that runs ``close`` when the response ends, however it ends: finished, failed,
+    or its client gone before the body iterator ever started."""
+
+    def __init__(self, content: AsyncIterator[bytes], close: Callable[[], Awaitable[None]]):
+        super().__init__(content, media_type="text/event-stream")
+        self._close = close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._close()
 
 
 def _sse(exchange: Exchange, chunk: dict[str, Any], text: str) -> bytes:
-    """The engine's own bytes as an SSE event; the usage chunk only if the client asked."""
+    """A chunk as an SSE event; the usage chunk only if the client asked."""
     if chunk.get("choices") or exchange.client_wants_usage:
         return b"data: " + text.encode() + b"\n\n"
     return b""
 
 
-async def _prepend(
-    first: tuple[dict[str, Any], str], rest: AsyncIterator[tuple[dict[str, Any], str]]
-) -> AsyncIterator[tuple[dict[str, Any], str]]:
-    yield first
-    async for item in rest:
-        yield item
-
-
-async def _stream(gateway: LlmGateway, exchange: Exchange) -> Response:
+async def _stream(request: Request, gateway: LlmGateway, lease: Lease) -> Response:
+    exchange = lease.exchange
     chunks = gateway.chunks(exchange)
-    try:
-        first = await anext(chunks, None)  # errors before the first chunk get a status code
-    except GatewayError as exc:
-        gateway.release(exchange, exc.outcome)
-        return _error(exc)
+    try:  # errors before the first chunk get a status code
+        first = await _unless_client_leaves(request, anext(chunks, None))
+    except BaseException:
+        await chunks.aclose()
+        raise
 
-    async def events() -> AsyncIterator[bytes]:
-        status = "cancelled"
+    async def events() -> AsyncGenerator[bytes, None]:
         try:
             if first is not None:
-                async for chunk, text in _prepend(first, chunks):
+                if event := _sse(exchange, *first):
+                    yield event
+                async for chunk, text in chunks:
                     if event := _sse(exchange, chunk, text):
                         yield event
             yield b"data: [DONE]\n\n"
-            status = "ok"
+            lease.outcome = "ok"
         except GatewayError as exc:
-            status = exc.outcome
-            yield b"data: " + json.dumps({"error": {"message": exc.message}}).encode() + b"\n\n"
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            gateway.release(exchange, status)
+            lease.outcome = exc.outcome
+            error = openai_error(exc.status, exc.message, exc.code)
+            yield b"data: " + json.dumps(error).encode() + b"\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    async def close() -> None:
+        try:
+            await body.aclose()
+            await chunks.aclose()
+        finally:
+            lease.release()
+
+    body = events()
+    response = LeasedStream(body, close)
+    lease.hand_over()
+    return response
 
 
 @router.post("/v1/chat/completions")
@@ -123,9 +175,17 @@ async def completions(request: Request) -> Response:
 
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [gateway_of(request).model_card()]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(request: Request, model_id: str) -> dict[str, Any]:
     gateway = gateway_of(request)
-    name = gateway.supervisor.config.model_name()
-    return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "hearthwatch"}]}
+    try:
+        gateway.check_model(model_id)
+    except GatewayError as exc:
+        raise _api_error(exc) from None
+    return gateway.model_card()
 
 
 @router.get("/v1/performance/targets")
@@ -146,6 +206,7 @@ async def engine_config(request: Request) -> dict[str, Any]:
     supervisor = gateway.supervisor
     return {
         "profile": gateway.profile.name,
+        "model": gateway.model_id,
         "engine": supervisor.config.effective_flags(supervisor.flags),
         "state": supervisor.state.value,
         "restarts": supervisor.restarts,

@@ -13,6 +13,10 @@ class QueueFullError(RuntimeError):
         self.retry_after_s = retry_after_s
 
 
+class AdmissionClosedError(RuntimeError):
+    """The server is shutting down: no more requests are admitted."""
+
+
 class SessionTimeoutError(TimeoutError):
     """The request's timeout passed while it waited for a session."""
 
@@ -26,6 +30,7 @@ class Admission:
         self.max_running = max_running
         self.max_waiting = max_waiting
         self.running = 0
+        self.closed = False
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -33,12 +38,15 @@ class Admission:
         return len(self._waiters)
 
     async def acquire(self, timeout_s: float) -> None:
+        if self.closed:
+            raise AdmissionClosedError("the server is shutting down")
         if self.running < self.max_running and not self._waiters:
             self.running += 1
             return
         if len(self._waiters) >= self.max_waiting:
+            busy = f"{self.running} session{'' if self.running == 1 else 's'} busy"
             raise QueueFullError(
-                f"Queue full: {self.running} sessions running and {len(self._waiters)} waiting",
+                f"Queue full: {busy}, {len(self._waiters)} queued",
                 retry_after_s=max(1, len(self._waiters)),
             )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -53,6 +61,15 @@ class Admission:
             if not self._leave(waiter):
                 self.release()  # handed a slot while being cancelled: give it back
             raise
+
+    def close(self) -> None:
+        """Admit no more; every waiter gets :class:`AdmissionClosedError` now. Requests
+        already running keep their sessions until they release them."""
+        self.closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(AdmissionClosedError("the server is shutting down"))
 
     def _leave(self, waiter: asyncio.Future[None]) -> bool:
         """Drop a waiter that never got a slot; False if it already holds one."""

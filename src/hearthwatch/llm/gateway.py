@@ -1,7 +1,10 @@
-"""The LLM gateway: admission, then a streamed upstream request to the engine for every client
-request, streamed or not, so time to first token and tokens/s are measured the same way for
-every engine. ``max_tokens`` is capped by the profile; engine errors come back with their
-status; a dead or restarting engine is a 503, a request past its timeout a 504."""
+"""The LLM gateway: request validation, admission, then a streamed upstream request to the
+engine for every client request, streamed or not, so time to first token and tokens/s are
+measured the same way for every engine. ``max_tokens`` is capped by the profile; every
+response and chunk names the served model; an engine's 4xx comes back with its status and
+message, any engine 5xx as a 502; a dead or restarting engine is a 503, a request past its
+timeout a 504. An admitted request holds a :class:`Lease` that is released exactly once,
+whoever finishes first. Event-loop-confined, except :meth:`LlmGateway.exchange` (pure)."""
 
 from __future__ import annotations
 
@@ -9,32 +12,48 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
 
-from hearthwatch.llm.admission import Admission, QueueFullError, SessionTimeoutError
+from hearthwatch.llm.admission import (
+    Admission,
+    AdmissionClosedError,
+    QueueFullError,
+    SessionTimeoutError,
+)
 from hearthwatch.llm.chunks import assemble, has_token
 from hearthwatch.llm.metrics import LlmMetrics
 from hearthwatch.llm.profiles import HardwareProfile
+from hearthwatch.llm.requests import ChatRequest, CompletionRequest, ValidationError, error_summary
 from hearthwatch.llm.supervisor import EngineSupervisor
 
 log = logging.getLogger(__name__)
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+REQUEST_MODELS: dict[str, type[ChatRequest] | type[CompletionRequest]] = {
+    "chat": ChatRequest,
+    "completions": CompletionRequest,
+}
+DEFAULT_MODEL = "default"
 
 
 class GatewayError(Exception):
-    """An answer other than a completion: ``status`` and a message for ``{"error": ...}``."""
+    """An answer other than a completion: ``status``, a message and an OpenAI error ``code``;
+    every 503 carries a ``retry_after_s``."""
 
-    def __init__(self, status: int, message: str, retry_after_s: int | None = None):
+    def __init__(
+        self, status: int, message: str, code: str, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.retry_after_s = retry_after_s
+        self.code = code
+        self.retry_after_s = retry_after_s if retry_after_s or status != 503 else 1
 
     @property
     def outcome(self) -> str:
@@ -44,31 +63,58 @@ class GatewayError(Exception):
         return "engine_error" if self.status >= 500 else "bad_request"
 
 
+class ClientDisconnectedError(Exception):
+    """The client went away while its request waited."""
+
+
 @dataclass
 class Exchange:
     """One request's upstream body and what was measured of it."""
 
     kind: str
     body: dict[str, Any]
+    streamed: bool
     client_wants_usage: bool
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     usage: dict[str, int] | None = None
 
 
-def _validate(kind: str, body: Any) -> None:
-    if not isinstance(body, dict):
-        raise GatewayError(400, "request body must be a JSON object")
-    if kind == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise GatewayError(400, "'messages' must be a non-empty list")
-        if not all(isinstance(m, dict) and "role" in m for m in messages):
-            raise GatewayError(400, "each message needs a 'role'")
-    elif not isinstance(body.get("prompt"), str | list):
-        raise GatewayError(400, "'prompt' must be a string or a list")
-    if body.get("n", 1) != 1:
-        raise GatewayError(400, "only n=1 is supported")
+class Lease:
+    """An admitted request's place on the engine, released once: by :meth:`release`, or on
+    leaving a ``with`` block unless it was handed over to whatever outlives the block."""
+
+    def __init__(self, gateway: LlmGateway, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.outcome = "cancelled"
+        self._gateway = gateway
+        self._released = False
+        self._handed_over = False
+
+    def hand_over(self) -> None:
+        """From now on the new owner releases it (a response that outlives the handler)."""
+        self._handed_over = True
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._gateway.finish(self.exchange, self.outcome)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._handed_over:
+            self.release()
+
+
+def _body_error(exc: ValidationError) -> GatewayError:
+    return GatewayError(400, error_summary(exc), "invalid_request")
 
 
 class LlmGateway:
@@ -82,6 +128,8 @@ class LlmGateway:
         self.supervisor = supervisor
         self.profile = profile
         self.timeout_s = timeout_s
+        self.model_id = supervisor.config.model_name()
+        self.created = int(time.time())
         self.admission = Admission(profile.max_concurrent_sessions, profile.max_queue_depth)
         self.metrics = LlmMetrics(
             registry, lambda: self.admission.running, lambda: self.admission.waiting
@@ -100,37 +148,86 @@ class LlmGateway:
             await self._client.aclose()
             self._client = None
 
+    def model_card(self) -> dict[str, Any]:
+        """The served model as ``/v1/models`` lists it."""
+        return {
+            "id": self.model_id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "hearthwatch",
+        }
+
+    def check_model(self, name: str | None) -> None:
+        """Accept the served id and ``default``; anything else is a 404 ``model_not_found``."""
+        if name is not None and name not in (self.model_id, DEFAULT_MODEL):
+            raise GatewayError(
+                404,
+                f"model {name[:200]!r} does not exist; this server serves "
+                f"{self.model_id!r} (also reachable as {DEFAULT_MODEL!r})",
+                "model_not_found",
+            )
+
     def exchange(self, kind: str, body: Any) -> Exchange:
-        """Validate a client request and build the upstream one."""
-        _validate(kind, body)
-        upstream = dict(body)
+        """Validate a client request against its typed model and build the upstream one."""
+        if not isinstance(body, dict):
+            raise GatewayError(400, "request body must be a JSON object", "invalid_request")
+        try:
+            request = REQUEST_MODELS[kind].model_validate(body)
+        except ValidationError as exc:
+            raise _body_error(exc) from None
+        self.check_model(request.model)
+        dumped = request.model_dump(exclude_unset=True, by_alias=True)
+        upstream = {key: value for key, value in dumped.items() if value is not None}
         cap = self.profile.max_tokens_cap
-        for key in ("max_tokens", "max_completion_tokens"):
-            value = upstream.get(key)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise GatewayError(400, f"'{key}' must be a positive integer")
         asked = upstream.pop("max_completion_tokens", None) or upstream.get("max_tokens") or cap
         upstream["max_tokens"] = min(asked, cap)
-        options = upstream.get("stream_options") or {}
+        upstream["model"] = self.model_id
         upstream["stream"] = True
+        options = upstream.get("stream_options") or {}
         upstream["stream_options"] = {**options, "include_usage": True}
-        wants_usage = bool(body.get("stream") and options.get("include_usage"))
-        return Exchange(kind, upstream, wants_usage)
+        streamed = bool(request.stream)
+        wants_usage = streamed and bool(options.get("include_usage"))
+        return Exchange(kind, upstream, streamed, wants_usage)
 
-    async def admit(self) -> None:
+    async def admit(self, exchange: Exchange, client_gone: Callable[[], Awaitable[None]]) -> Lease:
+        """Wait for a place on the engine, racing ``client_gone``: a client that leaves while
+        queued leaves the queue at once (:class:`ClientDisconnectedError`)."""
         if not self.supervisor.ready:
             self.metrics.requests.labels("engine_unavailable").inc()
-            raise GatewayError(503, f"LLM engine is {self.supervisor.state.value}", 5)
+            raise GatewayError(
+                503, f"LLM engine is {self.supervisor.state.value}", "engine_unavailable", 5
+            )
+        acquire = asyncio.ensure_future(self.admission.acquire(self.timeout_s))
+        gone = asyncio.ensure_future(client_gone())
+        claimed = False
         try:
-            await self.admission.acquire(self.timeout_s)
+            await asyncio.wait({acquire, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquire.done():
+                raise ClientDisconnectedError
+            acquire.result()
+            claimed = True
+            return Lease(self, exchange)
         except QueueFullError as exc:
             self.metrics.requests.labels("queue_full").inc()
-            raise GatewayError(503, "Queue full", exc.retry_after_s) from None
+            raise GatewayError(503, str(exc), "queue_full", exc.retry_after_s) from None
         except SessionTimeoutError as exc:
             self.metrics.requests.labels("timeout").inc()
-            raise GatewayError(504, str(exc)) from None
+            raise GatewayError(504, str(exc), "timeout") from None
+        except AdmissionClosedError as exc:
+            self.metrics.requests.labels("engine_unavailable").inc()
+            raise GatewayError(503, f"{exc}; retry shortly", "shutting_down", 5) from None
+        finally:
+            gone.cancel()
+            if not claimed:
+                acquire.cancel()  # leaves the queue; a place granted meanwhile goes back
+                acquire.add_done_callback(self._give_back_unclaimed)
 
-    def release(self, exchange: Exchange, status: str) -> None:
+    def _give_back_unclaimed(self, acquire: asyncio.Future[None]) -> None:
+        if not acquire.cancelled() and acquire.exception() is None:
+            self.admission.release()
+
+    def finish(self, exchange: Exchange, status: str) -> None:
+        """Free the request's place and record how it ended (through :class:`Lease` only)."""
         self.admission.release()
         self.metrics.requests.labels(status).inc()
         if status != "ok":
@@ -147,14 +244,14 @@ class LlmGateway:
             self.metrics.prompt_tokens.inc(exchange.usage.get("prompt_tokens", 0))
             self.metrics.completion_tokens.inc(exchange.usage.get("completion_tokens", 0))
 
-    async def chunks(self, exchange: Exchange) -> AsyncIterator[tuple[dict[str, Any], str]]:
-        """The engine's stream as (parsed chunk, its JSON text); usage and first-token time
-        are recorded on the way."""
+    async def chunks(self, exchange: Exchange) -> AsyncGenerator[tuple[dict[str, Any], str], None]:
+        """The engine's stream as (parsed chunk, its JSON text), each naming the served model;
+        usage and first-token time are recorded on the way."""
         url = self.supervisor.base_url + ROUTES[exchange.kind]
         try:
             async with self._http().stream("POST", url, json=exchange.body) as reply:
                 if reply.status_code >= 400:
-                    raise GatewayError(reply.status_code, _engine_message(await reply.aread()))
+                    raise _engine_refusal(reply.status_code, await reply.aread())
                 async for line in reply.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -162,36 +259,61 @@ class LlmGateway:
                     if data == "[DONE]":
                         return
                     chunk = json.loads(data)
+                    if not isinstance(chunk, dict):
+                        raise json.JSONDecodeError("not an object", data, 0)
                     if "error" in chunk:
-                        message = _engine_message(data.encode())
-                        log.warning("engine error mid-stream: %s", message)
-                        raise GatewayError(502, f"LLM engine error: {message}")
+                        log.warning("engine error mid-stream: %s", _engine_message(data.encode()))
+                        raise GatewayError(
+                            502, "the LLM engine failed while generating", "engine_error"
+                        )
                     if exchange.first_token_at is None and has_token(chunk):
                         exchange.first_token_at = time.monotonic()
                     if chunk.get("usage"):
                         exchange.usage = chunk["usage"]
-                    yield chunk, data
+                    chunk["model"] = self.model_id
+                    yield chunk, json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
         except httpx.TimeoutException:
-            raise GatewayError(504, f"LLM request timed out after {self.timeout_s:g} s") from None
+            raise GatewayError(
+                504, f"LLM request timed out after {self.timeout_s:g} s", "timeout"
+            ) from None
         except (httpx.TransportError, json.JSONDecodeError) as exc:
             raise GatewayError(
-                503, f"LLM engine connection lost ({type(exc).__name__}); retry shortly", 5
+                503,
+                f"LLM engine connection lost ({type(exc).__name__}); retry shortly",
+                "engine_unavailable",
+                5,
             ) from None
 
     async def complete(self, exchange: Exchange) -> dict[str, Any]:
         """A whole (non-streamed) OpenAI response assembled from the stream."""
-        return assemble(exchange.kind, [chunk async for chunk, _ in self.chunks(exchange)])
+        response = assemble(exchange.kind, [chunk async for chunk, _ in self.chunks(exchange)])
+        response["model"] = self.model_id
+        return response
+
+
+def _engine_refusal(status: int, raw: bytes) -> GatewayError:
+    """The engine's own error: a 4xx names what was wrong and keeps its status; a 5xx is the
+    engine failing, a 502 (its text goes to the log, not to the client)."""
+    message = _engine_message(raw)
+    if status == 503:
+        return GatewayError(503, "the LLM engine is busy; retry shortly", "engine_unavailable")
+    if status >= 500:
+        log.warning("engine answered %d: %s", status, message)
+        return GatewayError(
+            502, f"the LLM engine failed on this request (engine status {status})", "engine_error"
+        )
+    return GatewayError(status, f"LLM engine refused the request: {message}", "invalid_request")
 
 
 def _engine_message(raw: bytes) -> str:
     try:
         body = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return raw.decode(errors="replace")[:500]
     error = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(error, dict):
-        return str(error.get("message", error))
-    return str(error)
+        return str(error.get("message", error))[:500]
+    return str(error)[:500]
 
 
 async def wait_for_disconnect(receive: Any) -> None:

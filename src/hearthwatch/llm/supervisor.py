@@ -1,7 +1,9 @@
-"""The engine supervisor: starts the engine as a child process, waits for its health with a
-start-up timeout, and restarts it with exponential back-off when it dies. Requests in flight
-when it dies lose their connection and are answered 503 by the gateway; requests arriving
-while it restarts get 503 with ``Retry-After``."""
+"""The engine supervisor: starts the engine as a child process under a guard
+(:mod:`hearthwatch.llm.guard`, so the engine dies with the server however the server ends),
+waits for its health with a start-up timeout, and restarts it with exponential back-off when
+it dies. Requests in flight when it dies lose their connection and are answered 503 by the
+gateway; requests arriving while it restarts get 503 with ``Retry-After``. ``process`` is the
+guard, which exits when the engine does."""
 
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from typing import IO
 import httpx
 
 from hearthwatch.llm.engines.base import EngineConfig
+from hearthwatch.llm.guard import GRACE_S, guarded
 from hearthwatch.llm.profiles import EngineFlags
 from hearthwatch.processes import free_port, terminate
 
 log = logging.getLogger(__name__)
+
+GUARD_GRACE_S = GRACE_S + 5  # the guard's own grace for the engine, and time to exit
 
 
 class EngineState(enum.Enum):
@@ -94,8 +99,10 @@ class EngineSupervisor:
             return  # an external engine: only watched
         if self._log is None:
             self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        self._close_guard_pipe()
         self.process = subprocess.Popen(
-            command,
+            guarded(command),
+            stdin=subprocess.PIPE,  # held open for the guard's life: its EOF stops the engine
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
@@ -125,7 +132,12 @@ class EngineSupervisor:
 
     def _terminate(self) -> None:
         if self.process is not None:
-            terminate(self.process)
+            terminate(self.process, grace_s=GUARD_GRACE_S)
+            self._close_guard_pipe()
+
+    def _close_guard_pipe(self) -> None:
+        if self.process is not None and self.process.stdin is not None:
+            self.process.stdin.close()
 
     def _down(self) -> bool:
         if self.process is not None:
