@@ -12,8 +12,13 @@ def test_defaults_come_from_the_model() -> None:
     loaded = load_settings(environ={})
     assert loaded.settings.detection_confidence_threshold == 0.5
     assert loaded.settings.detector.type == "hog"
+    assert loaded.settings.host == "127.0.0.1"  # the network gets in only when asked
+    assert loaded.settings.body_read_timeout_s == 30.0
+    assert loaded.settings.shutdown_grace_s == 10.0
     rows = {r.name: r for r in loaded.describe()}
     assert rows["port"].source == "default"
+    assert rows["body_read_timeout_s"].env_var == "BODY_READ_TIMEOUT_S"
+    assert rows["shutdown_grace_s"].env_var == "SHUTDOWN_GRACE_S"
     assert rows["detection_confidence_threshold"].env_var == "DETECTION_CONFIDENCE_THRESHOLD"
 
 
@@ -62,6 +67,8 @@ def test_environment_switches_source_type_and_parses_json_lists() -> None:
         ({"MAX_BATCH_SIZE": "0"}, "max_batch_size"),
         ({"DETECTION_CONFIDENCE_THRESHOLD": "1.5"}, "detection_confidence_threshold"),
         ({"USE_GPU": "perhaps"}, "use_gpu"),
+        ({"BODY_READ_TIMEOUT_S": "0"}, "body_read_timeout_s"),
+        ({"SHUTDOWN_GRACE_S": "-1"}, "shutdown_grace_s"),
         ({"DETECTOR__TYPE": "yolo9000"}, "detector"),
         ({"DETECTOR__TYPE": "torchvision"}, "random_init"),
         (

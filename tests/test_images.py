@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import encode, jpeg, scene
+from test_hardening_http import jpeg_declaring, png_declaring
 
 from hearthwatch.runtime.images import ImageError, check_encoded, decode_image
 
@@ -61,3 +62,26 @@ def test_pixel_limit_is_checked_from_the_header() -> None:
     with pytest.raises(ImageError, match="over the limit of 1000") as err:
         decode_image(jpeg(64, 48), 1000)
     assert err.value.reason == "too_large"
+
+
+def test_a_header_beyond_pillows_bomb_limit_is_judged_by_our_limit() -> None:
+    for big in (png_declaring(20_000, 10_000), jpeg_declaring(20_000, 10_000)):  # 200 MP
+        with pytest.raises(ImageError, match=r"over the limit of 50000000 \(MAX_IMAGE_PIXELS\)"):
+            check_encoded(big, LIMIT)
+        assert check_encoded(big, 300_000_000).shape == (10_000, 20_000, 3)
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 48), (64, 0)])
+def test_a_header_declaring_no_pixels_says_so(size: tuple[int, int]) -> None:
+    for image in (png_declaring(*size), jpeg_declaring(*size)):
+        with pytest.raises(ImageError, match="the image has no pixels") as err:
+            check_encoded(image, LIMIT)
+        assert err.value.reason == "no_pixels"
+        assert " object at 0x" not in str(err.value) and "BytesIO" not in str(err.value)
+
+
+def test_an_unreadable_header_is_described_without_pillows_words() -> None:
+    for data, name in [(b"\xff\xd8\xff\xe0" + b"\x00" * 64, "JPEG"), (b"BM" + b"\x00" * 60, "BMP")]:
+        with pytest.raises(ImageError) as err:
+            check_encoded(data, LIMIT)
+        assert str(err.value) == f"image header could not be read: not a valid {name} header"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -12,6 +14,7 @@ import tritonclient.http as triton
 from conftest import Server, jpeg, scene
 from tritonclient.utils import InferenceServerException
 
+ZOO_CATALOG = Path(__file__).parent / "data" / "enrich_models.yml"
 OUTPUTS = [
     "num_detections",
     "detection_boxes",
@@ -142,6 +145,14 @@ def _header(inputs: list[dict[str, object]], **extra: object) -> bytes:
     return json.dumps({"inputs": inputs, **extra}).encode()
 
 
+RGB_2x2: dict[str, object] = {
+    "name": "IMAGE_RGB",
+    "datatype": "UINT8",
+    "shape": [1, 2, 2, 3],
+    "data": list(range(12)),
+}
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "fragment"),
     [
@@ -237,6 +248,48 @@ def _header(inputs: list[dict[str, object]], **extra: object) -> bytes:
             {"Inference-Header-Content-Length": "0"},
             "outside the body",
         ),
+        (_header([RGB_2x2]), {"Inference-Header-Content-Length": "-4"}, "non-negative integer"),
+        (
+            _header([{**RGB_2x2, "data": np.zeros((1, 1, 2, 2, 3), int).tolist()}]),
+            None,
+            "nested deeper",
+        ),
+        (_header([{**RGB_2x2, "data": ["1"] * 12}]), None, "must hold UINT8 numbers"),
+        (_header([{**RGB_2x2, "data": [300] * 12}]), None, "out of UINT8's range"),
+        (_header([{**RGB_2x2, "data": [True] * 12}]), None, "must hold UINT8 numbers"),
+        (_header([RGB_2x2, RGB_2x2]), None, "given more than once"),
+        (
+            _header(
+                [RGB_2x2, {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["x"]}]
+            ),
+            None,
+            "exactly one",
+        ),
+        (
+            _header(
+                [
+                    {
+                        "name": "IMAGE",
+                        "datatype": "BYTES",
+                        "shape": [1, 1],
+                        "parameters": {"binary_data_size": True},
+                    }
+                ]
+            ),
+            None,
+            "binary_data_size must be a non-negative integer",
+        ),
+        (_header([{**RGB_2x2, "shape": [1] * 9}]), None, "at most 8 are accepted"),
+        (_header([{**RGB_2x2, "shape": [1, 2, 0, 3]}]), None, "no pixels"),
+        (_header([RGB_2x2], parameters={"timeout": 4e9}), None, "at most 3600000000"),
+        (_header([RGB_2x2], parameters={"binary_data_output": "yes"}), None, "true or false"),
+        (
+            _header(
+                [RGB_2x2], outputs=[{"name": "num_detections", "parameters": {"classification": 3}}]
+            ),
+            None,
+            "classification extension is not supported",
+        ),
     ],
 )
 def test_malformed_requests_get_400_naming_the_problem(
@@ -284,3 +337,52 @@ def test_binary_sizes_must_match_the_body(
     body, headers = _binary_request(name, datatype, shape, size, payload)
     reply = _post(hog_server, body, headers)
     assert reply.status_code == 400 and fragment in reply.json()["error"]
+
+
+def test_nested_and_flat_json_data_are_the_same_tensor(hog_server: Server) -> None:
+    pixels = scene(16, 12, 4)[None]
+    nested = {"name": "IMAGE_RGB", "datatype": "UINT8", "shape": list(pixels.shape)}
+    wanted = [{"name": "num_detections"}]
+    answers = []
+    for data in (pixels.tolist(), pixels.reshape(-1).tolist()):
+        reply = _post(hog_server, _header([{**nested, "data": data}], outputs=wanted))
+        assert reply.status_code == 200, reply.text
+        answers.append(reply.json()["outputs"])
+    assert answers[0] == answers[1] and answers[0][0]["shape"] == [1, 1]
+
+
+def test_a_json_part_over_the_limit_is_413_naming_it(hog_server: Server) -> None:
+    data = [0] * (2 * 1024 * 1024)  # "0, " each: over 4 MiB of JSON
+    body = _header([{"name": "IMAGE_RGB", "datatype": "UINT8", "shape": [1, 1024, 2048, 1]}])
+    reply = _post(hog_server, body[:-3] + b', "data": ' + json.dumps(data).encode() + b"}]}")
+    assert reply.status_code == 413
+    assert "binary data" in reply.json()["error"]
+
+
+def test_zoo_models_infer_over_json_and_refuse_what_they_cannot_take(start_server: Any) -> None:
+    server = start_server(ENRICH_MODELS_FILE=str(ZOO_CATALOG), ENRICH_TIMEOUT_MS="60000")
+    url = f"{server.url}/v2/models/vehicle/infer"
+    image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1]}
+    crop = base64.b64encode(jpeg(64, 48, 5)).decode()
+    reply = httpx.post(url, content=_header([{**image, "data": [crop]}], id="v1"), timeout=60)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["model_name"] == "vehicle" and body["model_version"] == "1" and body["id"] == "v1"
+    (result,) = body["outputs"]
+    assert result["name"] == "RESULT" and result["shape"] == [1, 1]
+    assert isinstance(json.loads(result["data"][0]), dict)
+    config = httpx.get(f"{server.url}/v2/models/vehicle/versions/1/config").json()
+    assert config["max_batch_size"] == 16 and config["input"][0]["name"] == "IMAGE"
+    stats = httpx.get(f"{server.url}/v2/models/vehicle/stats").json()["model_stats"][0]
+    assert stats["inference_count"] >= 1
+    refusals = [
+        (_header([{**image, "shape": [17, 1], "data": [crop] * 17}]), "over max_batch_size 16"),
+        (_header([{**image, "name": "IMAGE_RGB"}]), "unknown input 'IMAGE_RGB'"),
+        (_header([{**image, "data": [crop]}], outputs=[{"name": "boxes"}]), "unknown output"),
+        (_header([{**image, "data": ["eA=="]}]), "IMAGE[0]: body is not a supported image"),
+    ]
+    for request, fragment in refusals:
+        reply = httpx.post(url, content=request, timeout=60)
+        assert reply.status_code == 400 and fragment in reply.json()["error"], reply.text
+    missing = httpx.get(f"{server.url}/v2/models/vehicle/versions/2")
+    assert missing.status_code == 404 and "no version '2'" in missing.json()["error"]

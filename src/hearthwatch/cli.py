@@ -25,7 +25,13 @@ def _load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) ->
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hearthwatch.api.app import create_app
+    from hearthwatch.api.app import (
+        CANCEL_WAIT_S,
+        DrainingServer,
+        RequestDrain,
+        create_app,
+        drain_services,
+    )
 
     settings = _load(args).settings
     if settings.llm_enabled:
@@ -41,15 +47,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per engine request
-    uvicorn.run(
-        create_app(settings),
+    served = create_app(settings)
+    app = RequestDrain(served, on_drain=lambda: drain_services(served))
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http="httptools",
         access_log=False,
+        # after the drain, what is left (WebSockets) gets this long before it is cancelled
+        timeout_graceful_shutdown=CANCEL_WAIT_S,
     )
+    DrainingServer(config, app, settings.shutdown_grace_s).run()
     return 0
 
 

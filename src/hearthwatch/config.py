@@ -33,7 +33,10 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP server binds to; 0.0.0.0 opens every route to the network.",
+    )
     port: int = Field(8090, ge=1, le=65535, description="Port the HTTP server listens on.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     use_gpu: bool = Field(True, description="Use CUDA when present; false forces the CPU.")
@@ -54,6 +57,18 @@ class Settings(BaseModel):
     detection_confidence_threshold: float = Field(0.5, ge=0.0, le=1.0)
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="Longest wait for the next piece of a request body; then 408, and the "
+        "connection closes.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="On SIGTERM, how long requests in flight may take before they are answered "
+        "503 and cancelled.",
+    )
 
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: fp16 on CUDA, fp32 on the CPU."
@@ -109,13 +124,13 @@ class Settings(BaseModel):
 
     def optimization(self) -> OptimizationSettings:
         return OptimizationSettings(
-            self.precision,
-            self.channels_last,
-            self.cudnn_benchmark,
-            self.torch_compile,
-            self.cuda_graphs,
-            self.max_batch_size,
-            self.compile_cache_dir,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            cudnn_benchmark=self.cudnn_benchmark,
+            torch_compile=self.torch_compile,
+            cuda_graphs=self.cuda_graphs,
+            max_batch_size=self.max_batch_size,
+            compile_cache_dir=self.compile_cache_dir,
         )
 
 

@@ -12,16 +12,12 @@ from fastapi.responses import JSONResponse
 
 from hearthwatch.api.body import read_images
 from hearthwatch.api.errors import ApiError
-from hearthwatch.api.schemas import DetectBatchResponse, DetectResponse, ErrorResponse
+from hearthwatch.api.schemas import DetectBatchResponse, DetectResponse
 from hearthwatch.api.services import Services
 from hearthwatch.runtime.device_images import Image
 from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
 
 router = APIRouter(tags=["detection"])
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 503, 504)
-}
 
 Confidence = Annotated[
     float | None, Query(ge=0.0, le=1.0, description="Minimum score; default from settings.")
@@ -130,7 +126,7 @@ async def _detect(
 @router.post(
     "/detect",
     response_model=None,
-    responses={200: {"model": DetectResponse}, **ERROR_RESPONSES},
+    responses={200: {"model": DetectResponse}},
     summary="Detect objects in one image (raw body or a multipart file).",
 )
 async def detect(
@@ -143,7 +139,7 @@ async def detect(
 @router.post(
     "/detect/batch",
     response_model=None,
-    responses={200: {"model": DetectBatchResponse}, **ERROR_RESPONSES},
+    responses={200: {"model": DetectBatchResponse}},
     summary="Detect objects in several images (multipart files, e.g. -F images=@a.jpg).",
 )
 async def detect_batch(

@@ -3,6 +3,7 @@ model zoo's table at ``/api/zoo``, with pin and unpin."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -12,12 +13,16 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from hearthwatch.api.body import read_body
-from hearthwatch.api.detect import ERROR_RESPONSES, services_of
+from hearthwatch.api.detect import services_of
 from hearthwatch.api.errors import ApiError
+from hearthwatch.api.json_body import parse_json_off_loop
 from hearthwatch.api.schemas import EnrichRequest, EnrichResponse, ZooModelRow, ZooResponse
 from hearthwatch.api.services import Services
 from hearthwatch.runtime.device import device_name
 from hearthwatch.runtime.enrichment import EnrichmentService, InputDetection
+
+MAX_ENRICH_VALUES = 32 * 1000  # 1000 detections of a dozen values each, and the rest; base64
+# image text holds no commas or brackets, so an image of any size fits
 
 router = APIRouter(tags=["enrichment"])
 
@@ -28,9 +33,11 @@ def enrichment_of(services: Services) -> EnrichmentService:
     return services.enrichment
 
 
-def _parse(body: bytes) -> EnrichRequest:
+async def _parse(body: bytes) -> EnrichRequest:
+    """The request, parsed off the loop when large; numbers must be finite."""
+    value = await parse_json_off_loop(body, max_values=MAX_ENRICH_VALUES)
     try:
-        return EnrichRequest.model_validate_json(body)
+        return EnrichRequest.model_validate(value)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
@@ -38,24 +45,14 @@ def _parse(body: bytes) -> EnrichRequest:
         raise ApiError(400, f"invalid request: {problems}") from None
 
 
-@router.post(
-    "/enrich",
-    response_model=EnrichResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": EnrichRequest.model_json_schema()}},
-        }
-    },
-)
+@router.post("/enrich", response_model=EnrichResponse)
 async def enrich(request: Request) -> dict[str, Any]:
     started = time.monotonic()
     services = services_of(request)
     service = enrichment_of(services)
-    body = _parse(await read_body(request, services.settings.max_body_bytes))
+    body = await _parse(await read_body(request, services.settings.max_body_bytes))
     try:
-        data = base64.b64decode(body.image, validate=True)
+        data = await asyncio.to_thread(base64.b64decode, body.image, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "image: not valid base64") from None
     image = await services.decode_bytes(data, "image")
@@ -112,7 +109,7 @@ def zoo_model(request: Request, name: str) -> EnrichmentService:
     return service
 
 
-@router.post("/api/zoo/{name}/pin", responses=ERROR_RESPONSES)
+@router.post("/api/zoo/{name}/pin")
 async def pin(request: Request, name: str) -> dict[str, Any]:
     """Pin the model and load it: it stays on the device until unpinned."""
     zoo = zoo_model(request, name).zoo
@@ -121,7 +118,7 @@ async def pin(request: Request, name: str) -> dict[str, Any]:
     return {"name": name, "pinned": True}
 
 
-@router.post("/api/zoo/{name}/unpin", responses=ERROR_RESPONSES)
+@router.post("/api/zoo/{name}/unpin")
 async def unpin(request: Request, name: str) -> dict[str, Any]:
     zoo_model(request, name).zoo.pin(name, False)
     return {"name": name, "pinned": False}

@@ -1,18 +1,19 @@
 """The Open Inference Protocol's repository extension, as Triton serves it: the index of every
 model with its state, and explicit load and unload of the model zoo's models. The detector is
-always loaded: it is listed READY, loading it succeeds, unloading it is refused."""
+always loaded: it is listed READY, loading it succeeds, unloading it is refused. Models come
+from the models file only: a load that carries a configuration or files is refused."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from hearthwatch.api.body import read_body
-from hearthwatch.api.detect import ERROR_RESPONSES, services_of
+from hearthwatch.api.detect import services_of
 from hearthwatch.api.enrich import zoo_model
 from hearthwatch.api.errors import ApiError
+from hearthwatch.api.json_body import parse_json
 from hearthwatch.api.schemas import RepositoryModel
 from hearthwatch.runtime.zoo import State
 
@@ -31,18 +32,41 @@ async def _json_body(request: Request) -> dict[str, Any]:
     raw = await read_body(request, 1024 * 1024)
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc.msg}") from None
+    body = parse_json(raw, "body")
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
     return body
 
 
-@router.post("/index", response_model=list[RepositoryModel], responses=ERROR_RESPONSES)
+def _refuse_load_parameters(body: dict[str, Any]) -> None:
+    """A load request may carry no parameters: the models file alone defines each model."""
+    parameters = body.get("parameters")
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise ApiError(400, "'parameters' must be an object")
+    if "config" in parameters:
+        raise ApiError(
+            400,
+            "parameters.config is not supported: a model's configuration comes from the "
+            "models file (ENRICH_MODELS_FILE), not from the load request",
+        )
+    if any(key.startswith("file:") for key in parameters):
+        raise ApiError(
+            400,
+            "parameters 'file:…' are not supported: model files are not uploaded; put the "
+            "weights under MODELS_DIR and name them in the models file",
+        )
+    if parameters:
+        unknown = next(iter(parameters))[:64]
+        raise ApiError(400, f"parameters.{unknown} is not supported; a load takes no parameters")
+
+
+@router.post("/index", response_model=list[RepositoryModel])
 async def index(request: Request) -> list[RepositoryModel]:
-    ready_only = (await _json_body(request)).get("ready", False) is True
+    ready_only = (await _json_body(request)).get("ready", False)
+    if not isinstance(ready_only, bool):
+        raise ApiError(400, "'ready' must be true or false")
     services = services_of(request)
     rows = [RepositoryModel(name=name, state="READY") for name in services.models]
     if services.enrichment is not None:
@@ -57,9 +81,9 @@ async def index(request: Request) -> list[RepositoryModel]:
     return [row for row in rows if row.state == "READY" or not ready_only]
 
 
-@router.post("/models/{name}/load", responses=ERROR_RESPONSES)
+@router.post("/models/{name}/load")
 async def load(request: Request, name: str) -> dict[str, Any]:
-    await _json_body(request)
+    _refuse_load_parameters(await _json_body(request))
     services = services_of(request)
     if name in services.models:
         return {}
@@ -68,7 +92,7 @@ async def load(request: Request, name: str) -> dict[str, Any]:
     return {}
 
 
-@router.post("/models/{name}/unload", responses=ERROR_RESPONSES)
+@router.post("/models/{name}/unload")
 async def unload(request: Request, name: str) -> dict[str, Any]:
     await _json_body(request)
     services = services_of(request)

@@ -98,6 +98,15 @@ class Services:
         if self.llm is not None:
             self.llm.supervisor.start()
 
+    def drain(self) -> None:
+        """Shutting down: what waits in a queue is answered 503 now, what runs finishes."""
+        for model in self.models.values():
+            model.batcher.drain()
+        if self.enrichment is not None:
+            self.enrichment.drain()
+        if self.llm is not None:
+            self.llm.admission.close()
+
     def stop(self) -> None:
         if self.llm is not None:
             self.llm.supervisor.stop()

@@ -6,13 +6,19 @@ A detector takes ``IMAGE`` (BYTES, one encoded JPEG/PNG per batch item; base64 s
 JSON) or ``IMAGE_RGB`` (UINT8, [batch, height, width, 3]) and returns ``num_detections``,
 ``detection_boxes``, ``detection_scores``, ``detection_classes`` and ``detection_labels``,
 padded to the most detections of any image in the request. Request parameters:
-``confidence_threshold``, ``all_classes``, ``timeout`` (µs).
+``confidence_threshold``, ``all_classes``, ``timeout`` (µs, at most an hour).
+
+Every model the repository index lists answers here too: the model zoo's enrichment models with
+their own signature (:mod:`hearthwatch.api.v2_zoo`). Request bodies are parsed by
+:mod:`hearthwatch.api.v2_codec`, off the event loop when large. Each model route is registered
+twice: unversioned (no version parameter) and under ``/versions/{version}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -26,15 +32,34 @@ from hearthwatch.api.errors import ApiError
 from hearthwatch.api.services import Services
 from hearthwatch.api.v2_codec import (
     InferRequest,
+    InputCheck,
     InputTensor,
     OutputTensor,
     bad_request,
+    check_encoded_images,
+    check_signature,
     encode_infer_response,
-    parse_infer_request,
+    only_input,
+    read_infer_request,
+    request_timeout_s,
+    scheduling_config,
     validate_requested_outputs,
 )
+from hearthwatch.api.v2_zoo import (
+    ZOO_VERSION,
+    not_ready_reason,
+    zoo_config,
+    zoo_infer,
+    zoo_input_check,
+    zoo_metadata,
+    zoo_model_config,
+    zoo_stats,
+)
 from hearthwatch.runtime.device_images import Image
+from hearthwatch.runtime.enrichers.catalog import ZooModelConfig
 from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
+
+NOT_READY_RETRY_S = "1"  # readiness is polled; a not-ready answer says when to look again
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
@@ -58,15 +83,32 @@ TRITON_TYPES = {
 }
 
 
-def _versioned(services: Services, name: str, version: str | None) -> ServedModel:
-    model = services.model(name)
-    if version not in (None, "", model.version):
-        raise ApiError(404, f"model '{name}' has no version '{version}'; it has '{model.version}'")
-    return model
+def _model(services: Services, name: str, version: str | None) -> ServedModel | ZooModelConfig:
+    """The detector or zoo model ``name``, if it has ``version`` (any version when None)."""
+    found: ServedModel | ZooModelConfig | None = services.models.get(name)
+    if found is None:
+        found = zoo_config(services, name)
+    if found is None:
+        zoo = [c.name for c in services.enrichment.catalog] if services.enrichment else []
+        known = ", ".join([*sorted(services.models), *zoo]) or "none"
+        raise ApiError(404, f"unknown model '{name}'; served models: {known}")
+    has = found.version if isinstance(found, ServedModel) else ZOO_VERSION
+    if version is not None and version != has:
+        raise ApiError(404, f"model '{name}' has no version '{version}'; it has '{has}'")
+    return found
 
 
-def _routes(path: str) -> list[str]:
-    return [f"/models/{{name}}{path}", f"/models/{{name}}/versions/{{version}}{path}"]
+def _register(path: str, handler: Callable[..., Awaitable[Any]], method: str) -> None:
+    """``handler`` at the unversioned and the versioned form of the model route ``path``; the
+    unversioned form has no version parameter."""
+
+    async def latest(request: Request, name: str) -> Any:
+        return await handler(request, name)
+
+    latest.__name__ = f"{handler.__name__}_latest"
+    latest.__annotations__["return"] = handler.__annotations__["return"]
+    router.add_api_route(f"/models/{{name}}{path}", latest, methods=[method])
+    router.add_api_route(f"/models/{{name}}/versions/{{version}}{path}", handler, methods=[method])
 
 
 @router.get("")
@@ -84,19 +126,28 @@ async def ready(request: Request) -> JSONResponse:
     services = services_of(request)
     not_ready = [n for n, m in services.models.items() if not m.ready]
     if not_ready:
-        return JSONResponse({"error": f"models not ready: {', '.join(not_ready)}"}, 503)
+        message = f"models not ready: {', '.join(not_ready)}"
+        return JSONResponse({"error": message}, 503, headers={"Retry-After": NOT_READY_RETRY_S})
     return JSONResponse({"ready": True})
 
 
 async def model_ready(request: Request, name: str, version: str | None = None) -> JSONResponse:
-    model = _versioned(services_of(request), name, version)
-    if not model.ready:
-        return JSONResponse({"error": f"model '{name}' is not ready"}, 503)
+    services = services_of(request)
+    model = _model(services, name, version)
+    if isinstance(model, ServedModel):
+        reason = None if model.ready else "starting"
+    else:
+        reason = not_ready_reason(services, model)
+    if reason is not None:
+        message = f"model '{name}' is not ready: {reason}"
+        return JSONResponse({"error": message}, 503, headers={"Retry-After": NOT_READY_RETRY_S})
     return JSONResponse({"name": name, "ready": True})
 
 
 async def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
-    model = _versioned(services_of(request), name, version)
+    model = _model(services_of(request), name, version)
+    if not isinstance(model, ServedModel):
+        return zoo_metadata(model)
 
     def tensors(specs: dict[str, tuple[str, list[int]]]) -> list[dict[str, Any]]:
         return [{"name": n, "datatype": d, "shape": s} for n, (d, s) in specs.items()]
@@ -112,7 +163,9 @@ async def model_metadata(request: Request, name: str, version: str | None = None
 
 async def model_config(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
     services = services_of(request)
-    model = _versioned(services, name, version)
+    model = _model(services, name, version)
+    if not isinstance(model, ServedModel):
+        return zoo_model_config(services, model)
     batching = model.batching
     return {
         "name": model.name,
@@ -127,19 +180,7 @@ async def model_config(request: Request, name: str, version: str | None = None) 
             {"name": n, "data_type": TRITON_TYPES[d], "dims": s[1:]}
             for n, (d, s) in OUTPUTS.items()
         ],
-        "dynamic_batching": {
-            "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
-            "preserve_ordering": False,
-            "default_queue_policy": {
-                "timeout_action": "REJECT",
-                "default_timeout_microseconds": int(services.settings.request_timeout_ms * 1000),
-                "allow_timeout_override": True,
-                "max_queue_size": batching.max_queue_size,
-            },
-        },
-        "instance_group": [
-            {"kind": "KIND_GPU" if services.device.type == "cuda" else "KIND_CPU", "count": 1}
-        ],
+        **scheduling_config(batching, services.settings.request_timeout_ms, services.device.type),
         "optimization": {"applied": list(model.detector.optimizations)},
         "parameters": {
             "class_names": {"string_value": ",".join(model.detector.class_names)},
@@ -151,7 +192,10 @@ async def model_config(request: Request, name: str, version: str | None = None) 
 
 
 async def model_stats(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
-    model = _versioned(services_of(request), name, version)
+    services = services_of(request)
+    model = _model(services, name, version)
+    if not isinstance(model, ServedModel):
+        return {"model_stats": [zoo_stats(services, model)]}
     return {"model_stats": [model.stats.triton_stats()]}
 
 
@@ -167,8 +211,7 @@ for _path, _handler in (
     ("/config", model_config),
     ("/stats", model_stats),
 ):
-    for _route in _routes(_path):
-        router.add_api_route(_route, _handler, methods=["GET"])
+    _register(_path, _handler, "GET")
 
 
 def _request_options(request: InferRequest, services: Services) -> tuple[float, bool, float]:
@@ -183,46 +226,40 @@ def _request_options(request: InferRequest, services: Services) -> tuple[float, 
     all_classes = params.get("all_classes", False)
     if not isinstance(all_classes, bool):
         raise bad_request("parameter all_classes must be true or false")
-    timeout_us = params.get("timeout", services.settings.request_timeout_ms * 1000)
-    if isinstance(timeout_us, bool) or not isinstance(timeout_us, int | float) or timeout_us <= 0:
-        raise bad_request("parameter timeout must be a positive number of microseconds")
+    timeout_s = request_timeout_s(params, services.settings.request_timeout_ms / 1000)
     if params.get("priority", 0) not in (0, None):
         raise bad_request("priority scheduling is not supported: requests are served oldest first")
-    return float(threshold), all_classes, timeout_us / 1e6
+    return float(threshold), all_classes, timeout_s
 
 
-def _image_tensor(request: InferRequest) -> InputTensor:
-    unknown = [t.name for t in request.inputs if t.name not in IMAGE_INPUTS]
-    if unknown:
-        raise bad_request(f"unknown input '{unknown[0]}'; this model takes IMAGE or IMAGE_RGB")
-    if len(request.inputs) != 1:
-        raise bad_request("give exactly one of the inputs IMAGE and IMAGE_RGB")
-    tensor = request.inputs[0]
-    datatype, shape = IMAGE_INPUTS[tensor.name]
-    if tensor.datatype != datatype:
-        raise bad_request(f"input '{tensor.name}' must be {datatype}, got {tensor.datatype}")
-    if tensor.name == "IMAGE" and (
-        len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ([], [1])
-    ):
-        raise bad_request(f"input 'IMAGE' must have shape [batch, 1], got {tensor.shape}")
-    if tensor.name == "IMAGE_RGB" and (len(tensor.shape) != 4 or tensor.shape[3] != 3):
-        raise bad_request(
-            f"input 'IMAGE_RGB' must have shape [batch, height, width, 3], got {tensor.shape}"
-        )
-    if tensor.shape[0] == 0:
-        raise bad_request(f"input '{tensor.name}' holds no images")
-    return tensor
+def _input_check(services: Services, model: ServedModel) -> InputCheck:
+    """The detector's check of each input, before its data is read."""
+
+    def check(name: str, datatype: str, shape: list[int]) -> None:
+        check_signature(IMAGE_INPUTS, name, datatype)
+        most = model.batching.max_batch_size
+        if name == "IMAGE":
+            check_encoded_images(name, shape, most)
+            return
+        if len(shape) != 4 or shape[3] != 3:
+            raise bad_request(
+                f"input 'IMAGE_RGB' must have shape [batch, height, width, 3], got {shape}"
+            )
+        batch, height, width = shape[:3]
+        if batch == 0:
+            raise bad_request("input 'IMAGE_RGB' holds no images")
+        if height == 0 or width == 0:
+            raise bad_request(f"input 'IMAGE_RGB' has images with no pixels: shape {shape}")
+        if batch > most:
+            raise bad_request(f"batch of {batch} is over max_batch_size {most}")
+        if height * width > services.settings.max_image_pixels:
+            raise ApiError(413, f"images of {width}x{height} are over the pixel limit")
+
+    return check
 
 
 async def _images(services: Services, model: ServedModel, tensor: InputTensor) -> list[Image]:
-    if tensor.shape[0] > model.batching.max_batch_size:
-        raise bad_request(
-            f"batch of {tensor.shape[0]} is over max_batch_size {model.batching.max_batch_size}"
-        )
     if tensor.name == "IMAGE_RGB":
-        height, width = tensor.shape[1:3]
-        if height * width > services.settings.max_image_pixels:
-            raise ApiError(413, f"images of {width}x{height} are over the pixel limit")
         return [np.array(image) for image in tensor.data]  # writable copies of the body
     encoded = tensor.data.reshape(-1)
     return list(
@@ -261,21 +298,32 @@ def _output_tensors(
     ]
 
 
+async def _detect(
+    services: Services, model: ServedModel, request: InferRequest
+) -> list[OutputTensor]:
+    validate_requested_outputs(request, list(OUTPUTS))
+    threshold, all_classes, timeout_s = _request_options(request, services)
+    tensor = only_input(request, list(IMAGE_INPUTS))
+    images = await _images(services, model, tensor)
+    outcomes = await model.infer_many(images, timeout_s)
+    return _output_tensors(model, services, outcomes, threshold, all_classes)
+
+
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     started = time.monotonic()
     services = services_of(request)
-    model = _versioned(services, name, version)
+    model = _model(services, name, version)
     body = await read_body(request, services.settings.max_body_bytes)
-    parsed = parse_infer_request(body, request.headers.get("inference-header-content-length"))
-    validate_requested_outputs(parsed, list(OUTPUTS))
-    threshold, all_classes, timeout_s = _request_options(parsed, services)
-    images = await _images(services, model, _image_tensor(parsed))
-    outcomes = await model.infer_many(images, timeout_s)
-    tensors = _output_tensors(model, services, outcomes, threshold, all_classes)
-    content, header_length = encode_infer_response(model.name, model.version, parsed, tensors)
-    services.metrics.request_duration.labels(model.name, "v2_infer").observe(
-        time.monotonic() - started
-    )
+    declared = request.headers.get("inference-header-content-length")
+    if isinstance(model, ServedModel):
+        parsed = await read_infer_request(body, declared, _input_check(services, model))
+        tensors = await _detect(services, model, parsed)
+        content, header_length = encode_infer_response(model.name, model.version, parsed, tensors)
+    else:
+        parsed = await read_infer_request(body, declared, zoo_input_check(services, model))
+        tensors = await zoo_infer(services, model, parsed)
+        content, header_length = encode_infer_response(model.name, ZOO_VERSION, parsed, tensors)
+    services.metrics.request_duration.labels(name, "v2_infer").observe(time.monotonic() - started)
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(
@@ -285,5 +333,4 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     )
 
 
-for _route in _routes("/infer"):
-    router.add_api_route(_route, infer, methods=["POST"])
+_register("/infer", infer, "POST")

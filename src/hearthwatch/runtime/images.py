@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import warnings
+import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import BmpImagePlugin, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 _SIGNATURES = {
     b"\xff\xd8\xff": "jpeg",
@@ -49,15 +49,71 @@ def _jpeg_is_complete(data: bytes) -> bool:
     return end >= 0 and data.find(b"\xff\xda", end) < 0
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the image header, without decoding the pixels."""
+_HEADER_READERS: dict[str, type[ImageFile.ImageFile]] = {
+    "jpeg": JpegImagePlugin.JpegImageFile,
+    "png": PngImagePlugin.PngImageFile,
+    "bmp": BmpImagePlugin.BmpImageFile,
+    "webp": WebPImagePlugin.WebPImageFile,
+}
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); the others that
+# fall in C0–CF are DHT (C4), JPG (C8) and DAC (CC)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+
+
+def image_size(data: bytes, fmt: str) -> tuple[int, int]:
+    """Width and height from the header of an image in format ``fmt`` (as sniffed), without
+    decoding the pixels.
+
+    The format's own reader is used directly, so neither Pillow's decompression-bomb check
+    (the pixel limit is the caller's) nor its search through other formats applies, and
+    nothing of Pillow's messages reaches the caller.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                return int(img.width), int(img.height)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError("corrupt", f"image header could not be read: {exc}") from exc
+        with _HEADER_READERS[fmt](io.BytesIO(data)) as img:
+            return int(img.width), int(img.height)
+    except Exception as exc:  # any failure of a header reader means the header is bad
+        declared = _declared_size(data, fmt)
+        if declared is not None and 0 in declared:
+            width, height = declared
+            raise ImageError(
+                "no_pixels",
+                f"image header declares a width of {width} and a height of {height}: "
+                "the image has no pixels",
+            ) from exc
+        raise ImageError(
+            "corrupt", f"image header could not be read: not a valid {fmt.upper()} header"
+        ) from exc
+
+
+def _declared_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """The width and height a PNG's IHDR or a JPEG's start-of-frame states, read as they are
+    (Pillow refuses to open an image that states a zero size); None where there is none."""
+    if fmt == "png":
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            return None
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if fmt != "jpeg":
+        return None
+    pos = 2  # after the start-of-image marker
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in _JPEG_STANDALONE:
+            pos += 2
+        elif marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        elif marker == 0xDA:  # start of scan before any frame header
+            return None
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,7 +134,7 @@ class EncodedImage:
 def check_encoded(data: bytes, max_pixels: int) -> EncodedImage:
     """Every check :func:`decode_image` makes short of decoding the pixels.
 
-    Raises :class:`ImageError` for empty, non-image, truncated or oversized input.
+    Raises :class:`ImageError` for empty, non-image, truncated, pixel-less or oversized input.
     """
     if not data:
         raise ImageError("empty", "empty body: expected an encoded image (JPEG, PNG, BMP, WebP)")
@@ -88,11 +144,12 @@ def check_encoded(data: bytes, max_pixels: int) -> EncodedImage:
             "not_an_image",
             f"body is not a supported image (JPEG, PNG, BMP, WebP); first bytes {data[:8]!r}",
         )
-    width, height = image_size(data)
+    width, height = image_size(data, fmt)
     if width * height > max_pixels:
         raise ImageError(
             "too_large",
-            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels} (MAX_IMAGE_PIXELS)",
         )
     if fmt == "jpeg" and not _jpeg_is_complete(data):
         raise ImageError("truncated", "truncated JPEG: no end-of-image marker after the scan data")
