@@ -120,7 +120,7 @@ MALFORMED: dict[str, tuple[bytes, dict[str, str] | None, str]] = {
         b'{"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], '
         b'"data": ["\\ud800"], "parameters": {"content_type": "str"}}]}',
         None,
-        "BYTES element",
+        "unpaired UTF-16 surrogate",
     ),
     "rgb-zero-height": (
         _header([{"name": "IMAGE_RGB", "datatype": "UINT8", "shape": [1, 0, 5, 3], "data": []}]),

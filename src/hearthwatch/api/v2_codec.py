@@ -190,17 +190,14 @@ def _flatten(data: Any, rank: int, what: str) -> list[Any]:
 def _json_bytes_element(value: Any, what: str, encoding: str | None) -> bytes:
     if not isinstance(value, str):
         raise bad_request(f"{what}: BYTES elements in JSON must be strings")
+    if encoding == "str":
+        return value.encode()  # valid Unicode: parse_json refuses unpaired surrogates
     try:
-        if encoding == "str":
-            return value.encode()
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            if encoding == "base64":
-                raise bad_request(f"{what}: element is not valid base64") from None
-            return value.encode()
-    except UnicodeEncodeError:
-        raise bad_request(f"{what}: BYTES element is not valid Unicode text") from None
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        if encoding == "base64":
+            raise bad_request(f"{what}: element is not valid base64") from None
+        return value.encode()
 
 
 def _json_values(flat: list[Any], datatype: str, what: str) -> np.ndarray:
