@@ -9,6 +9,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from hearthwatch.tuning.server_process import ServerProcess
 
@@ -72,3 +73,26 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def hog_server(start_server) -> Server:  # type: ignore[no-untyped-def]
     """The default detector (HOG), with a batch window wide enough to group requests."""
     return start_server(MAX_QUEUE_DELAY_MS="30", MAX_BATCH_SIZE="8")
+
+
+def llm_env(
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    sessions: int,
+    queue: int,
+    max_tokens: int,
+    n_ctx: int = 2048,
+) -> dict[str, str]:
+    """The environment of a server running the real llama.cpp engine under a small profile of
+    its own (``sessions`` slots sharing ``n_ctx``, ``queue`` waiting, ``max_tokens`` cap)."""
+    profile = {
+        "engine": {"n_ctx": n_ctx, "n_parallel": sessions, "n_gpu_layers": 0, "n_batch": 256},
+        "max_concurrent_sessions": sessions,
+        "max_queue_depth": queue,
+        "scheduler_policy": "fcfs",
+        "max_tokens_cap": max_tokens,
+        "targets": {"ttft_ms": 1000, "ttft_p99_ms": 4000, "output_tokens_per_s": 20},
+    }
+    path = tmp_path_factory.mktemp("llm") / "profiles.yml"
+    path.write_text(yaml.safe_dump({"small": profile}))
+    return {"LLM_ENABLED": "true", "LLM_PROFILE": "small", "LLM_PROFILES_FILE": str(path)}

@@ -21,8 +21,7 @@ import pytest
 import requests
 import schemathesis
 import uvicorn
-import yaml
-from conftest import Server
+from conftest import Server, llm_env
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from hypothesis import HealthCheck, Phase
@@ -40,16 +39,6 @@ SEED = 20261128
 EXAMPLES = 50  # per operation and per mode (schema-valid, schema-violating)
 REQUEST_TIMEOUT_S = 60
 CATALOG = Path(__file__).parent / "data" / "enrich_models.yml"
-PROFILE = {
-    "test": {
-        "engine": {"n_ctx": 2048, "n_parallel": 2, "n_gpu_layers": 0, "n_batch": 512},
-        "max_concurrent_sessions": 2,
-        "max_queue_depth": 2,
-        "scheduler_policy": "fcfs",
-        "max_tokens_cap": 4,
-        "targets": {"ttft_ms": 1000, "ttft_p99_ms": 4000, "output_tokens_per_s": 20},
-    }
-}
 
 
 def no_server_error(ctx: CheckContext, response: Response, case: Case) -> None:
@@ -181,12 +170,8 @@ def _report(findings: list[Finding]) -> str:
 
 @pytest.fixture(scope="module")
 def fuzz_server(start_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Server:
-    profiles = tmp_path_factory.mktemp("profiles") / "profiles.yml"
-    profiles.write_text(yaml.safe_dump(PROFILE))
     return start_server(  # type: ignore[no-any-return]
-        LLM_ENABLED="true",
-        LLM_PROFILE="test",
-        LLM_PROFILES_FILE=str(profiles),
+        **llm_env(tmp_path_factory, sessions=2, queue=2, max_tokens=4),
         ENRICH_MODELS_FILE=str(CATALOG),
         MAX_BODY_BYTES="2000000",
     )

@@ -10,30 +10,15 @@ import time
 
 import httpx
 import pytest
-import yaml
-from conftest import Server
+from conftest import Server, llm_env
 
-PROFILE = {
-    "json": {
-        "engine": {"n_ctx": 2048, "n_parallel": 1, "n_gpu_layers": 0, "n_batch": 256},
-        "max_concurrent_sessions": 1,
-        "max_queue_depth": 1,
-        "scheduler_policy": "fcfs",
-        "max_tokens_cap": 4,
-        "targets": {"ttft_ms": 1000, "ttft_p99_ms": 4000, "output_tokens_per_s": 20},
-    }
-}
 LONE = b'"\\ud800"'  # an escaped high surrogate with no low one after it
 
 
 @pytest.fixture(scope="module")
 def server(start_server, tmp_path_factory: pytest.TempPathFactory) -> Server:  # type: ignore[no-untyped-def]
-    profiles = tmp_path_factory.mktemp("json") / "profiles.yml"
-    profiles.write_text(yaml.safe_dump(PROFILE))
-    return start_server(
-        LLM_ENABLED="true",
-        LLM_PROFILE="json",
-        LLM_PROFILES_FILE=str(profiles),
+    return start_server(  # type: ignore[no-any-return]
+        **llm_env(tmp_path_factory, sessions=1, queue=1, max_tokens=4),
         ENRICH_MODELS_FILE="tests/data/enrich_models.yml",
     )
 

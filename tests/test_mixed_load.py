@@ -15,33 +15,18 @@ from pathlib import Path
 import httpx
 import matplotlib.cbook
 import pytest
-import yaml
-from conftest import Server
+from conftest import Server, llm_env
 from test_hardening_batches import thin_png
 
 PHOTO = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()  # type: ignore[arg-type]
-PROFILE = {
-    "mixed": {
-        "engine": {"n_ctx": 2048, "n_parallel": 2, "n_gpu_layers": 0, "n_batch": 256},
-        "max_concurrent_sessions": 2,
-        "max_queue_depth": 4,
-        "scheduler_policy": "fcfs",
-        "max_tokens_cap": 8,
-        "targets": {"ttft_ms": 1000, "ttft_p99_ms": 4000, "output_tokens_per_s": 20},
-    }
-}
 CHAT = [{"role": "user", "content": "Is the porch light on?"}]
 ARRIVALS = 60  # ten of each kind
 
 
 @pytest.fixture(scope="module")
 def server(start_server, tmp_path_factory: pytest.TempPathFactory) -> Server:  # type: ignore[no-untyped-def]
-    profiles = tmp_path_factory.mktemp("mixed") / "profiles.yml"
-    profiles.write_text(yaml.safe_dump(PROFILE))
-    return start_server(
-        LLM_ENABLED="true",
-        LLM_PROFILE="mixed",
-        LLM_PROFILES_FILE=str(profiles),
+    return start_server(  # type: ignore[no-any-return]
+        **llm_env(tmp_path_factory, sessions=2, queue=4, max_tokens=8),
         LLM_REQUEST_TIMEOUT_S="120",
         MAX_QUEUE_DELAY_MS="20",
     )
