@@ -282,3 +282,25 @@ def test_module_loader_measures_on_the_host_and_reloads_without_a_rebuild() -> N
     stingy = module_loader(build, torch.device("cpu"), torch.float32, warmed.append, 1 << 60)
     assert stingy.offload is not None
     assert stingy.offload(stingy.load(None)) is None  # no host room for a copy
+
+
+def test_a_failed_load_wakes_a_load_waiting_for_its_room() -> None:
+    loaders = {"a": TensorLoader(100 * KIB, delay_s=0.3), "b": TensorLoader(100 * KIB)}
+    zoo = zoo_with(150 * KIB, a=(Priority.HIGH, loaders["a"]), b=(Priority.HIGH, loaders["b"]))
+
+    async def main() -> float:
+        await use(zoo, "a")
+        await use(zoo, "b")  # evicts a: both footprints are known now
+        await zoo.evict("b")
+        loaders["a"].ooms_left = 2  # a's reload fails for good, holding its room meanwhile
+        failing = asyncio.ensure_future(use(zoo, "a", timeout_s=10))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await use(zoo, "b", timeout_s=10)  # waits for a's room, which its failure frees
+        waited = time.monotonic() - started
+        with pytest.raises(ZooFullError):
+            await failing
+        return waited
+
+    assert asyncio.run(main()) < 5  # woken when a's load failed, not at its own deadline
+    assert states(zoo)["b"] == "loaded"

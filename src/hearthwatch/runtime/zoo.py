@@ -259,7 +259,7 @@ class ModelZoo:
                 entry.state = State.ON_HOST if entry.host_copy is not None else State.UNLOADED
             raise
         finally:
-            entry.reserved = 0
+            await self._set_reserved(entry, 0)  # its room, held or not, wakes who waits for it
         seconds = time.monotonic() - started
         if from_host:
             entry.counts.loads_from_host += 1
@@ -278,8 +278,10 @@ class ModelZoo:
         try:
             return await asyncio.to_thread(entry.loader.load, entry.host_copy)
         except ModelOutOfMemoryError:
-            for victim in self._evictable(entry):
-                self._evict(victim)
+            async with self._condition():
+                for victim in self._evictable(entry):
+                    self._evict(victim)
+                self._condition().notify_all()
         try:
             return await asyncio.to_thread(entry.loader.load, entry.host_copy)
         except ModelOutOfMemoryError:
