@@ -126,6 +126,32 @@ def test_streamed_chunks_fold_into_a_response() -> None:
     assert text["choices"][0]["text"] == "ab" and text["object"] == "text_completion"
 
 
+def test_streamed_tool_calls_survive_folding() -> None:
+    def call(**delta: object) -> dict[str, object]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **delta}]}}]}
+
+    chunks = [
+        {"id": "c2", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        call(id="call_1", type="function", function={"name": "open_gate", "arguments": ""}),
+        call(function={"arguments": '{"gate": '}),
+        call(function={"arguments": '"front"}'}),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    (choice,) = assemble("chat", chunks)["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "open_gate", "arguments": '{"gate": "front"}'},
+            }
+        ],
+    }
+
+
 def test_vllm_and_openai_engines_map_the_profile_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     flags = EngineFlags(n_ctx=32768, n_parallel=8)
     vllm = VllmConfig(model="org/model", kv_cache_dtype="fp8", block_size=32)

@@ -347,9 +347,21 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON object's text.")
+
+
+class ChatToolCall(BaseModel):
+    id: str
+    type: str
+    function: ToolCallFunction
+
+
 class ChatMessage(BaseModel):
     role: str
     content: str | None
+    tool_calls: list[ChatToolCall] | None = None
 
 
 class ChatChoice(BaseModel):

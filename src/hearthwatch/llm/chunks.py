@@ -18,18 +18,21 @@ def has_token(chunk: dict[str, Any]) -> bool:
 
 
 def assemble(kind: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fold streamed chunks into the response the non-streaming API returns."""
+    """Fold streamed chunks into the response the non-streaming API returns: text, and for
+    chat the tool calls (their deltas merged by index, arguments concatenated)."""
     texts: dict[int, list[str]] = {}
+    calls: dict[int, dict[int, dict[str, Any]]] = {}
     finish: dict[int, str | None] = {}
     usage = None
     for chunk in chunks:
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
             index = int(choice.get("index", 0))
-            piece = (
-                (choice.get("delta") or {}).get("content") if kind == "chat" else choice.get("text")
-            )
+            delta = choice.get("delta") or {}
+            piece = delta.get("content") if kind == "chat" else choice.get("text")
             texts.setdefault(index, []).append(piece or "")
+            for call in delta.get("tool_calls") or []:
+                _merge_call(calls.setdefault(index, {}), call)
             if choice.get("finish_reason"):
                 finish[index] = choice["finish_reason"]
     first = chunks[0] if chunks else {}
@@ -37,13 +40,11 @@ def assemble(kind: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
     for index in sorted(texts):
         text = "".join(texts[index])
         if kind == "chat":
-            choices.append(
-                {
-                    "index": index,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish.get(index),
-                }
-            )
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if index in calls:
+                message["tool_calls"] = [calls[index][i] for i in sorted(calls[index])]
+                message["content"] = text or None
+            choices.append({"index": index, "message": message, "finish_reason": finish.get(index)})
         else:
             choices.append({"index": index, "text": text, "finish_reason": finish.get(index)})
     return {
@@ -54,3 +55,16 @@ def assemble(kind: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
         "choices": choices,
         "usage": usage or {},
     }
+
+
+def _merge_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    """One streamed tool-call delta into the call at its index."""
+    call = calls.setdefault(
+        int(delta.get("index", 0)),
+        {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+    )
+    call["id"] = delta.get("id") or call["id"]
+    call["type"] = delta.get("type") or call["type"]
+    function = delta.get("function") or {}
+    call["function"]["name"] += function.get("name") or ""
+    call["function"]["arguments"] += function.get("arguments") or ""
