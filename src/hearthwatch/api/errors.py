@@ -128,7 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BatchTooLargeError)
     async def _too_many(request: Request, exc: BatchTooLargeError) -> JSONResponse:
-        return error_response(413, str(exc))
+        return _answer(request, 413, str(exc))
 
     @app.exception_handler(ZooFullError)
     async def _zoo_full(request: Request, exc: ZooFullError) -> JSONResponse:

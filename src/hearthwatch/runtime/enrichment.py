@@ -201,12 +201,15 @@ class EnrichmentService:
 
     def _check_frame(self, image: np.ndarray, runs: dict[str, list[int]]) -> None:
         """Refuse a frame that a frame model of this request cannot take, before any runs."""
-        height, width = image.shape[:2]
         for name in runs:
-            enricher = self.models[name].enricher
-            problem = enricher.input_problem(height, width) if enricher.scope == "frame" else None
-            if problem is not None:
-                raise EnrichRequestError(f"image: {problem} (model {name!r})")
+            if self.models[name].enricher.scope == "frame":
+                self._check_input(name, image, "image")
+
+    def _check_input(self, name: str, image: np.ndarray, label: str) -> None:
+        """Refuse an image model ``name`` cannot take (:meth:`Enricher.input_problem`)."""
+        problem = self.models[name].enricher.input_problem(image.shape[0], image.shape[1])
+        if problem is not None:
+            raise EnrichRequestError(f"{label}: {problem} (model {name!r})")
 
     def _items(
         self,
@@ -233,7 +236,11 @@ class EnrichmentService:
         indices: list[int],
         deadline: float,
     ) -> list[dict[str, Any]]:
-        items = self._items(name, image, boxes, indices)
+        return await self._shielded_run(name, self._items(name, image, boxes, indices), deadline)
+
+    async def _shielded_run(
+        self, name: str, items: list[EnrichItem], deadline: float
+    ) -> list[dict[str, Any]]:
         # shielded: a request that goes away still lets its queued work end before the lease does
         return await asyncio.shield(self._leased_run(name, items, deadline))
 
@@ -276,12 +283,9 @@ class EnrichmentService:
                 raise EnrichRequestError(f"model {name!r} is unavailable: {self.unavailable[name]}")
             known = ", ".join(c.name for c in self.catalog)
             raise EnrichRequestError(f"unknown enrichment model {name!r}; known: {known}")
-        enricher = self.models[name].enricher
         for index, image in enumerate(images):
-            problem = enricher.input_problem(image.shape[0], image.shape[1])
-            if problem is not None:
-                raise EnrichRequestError(f"image {index}: {problem} (model {name!r})")
-        frame = enricher.scope == "frame"
+            self._check_input(name, image, f"image {index}")
+        frame = self.models[name].enricher.scope == "frame"
         items = [
             EnrichItem(
                 np.ascontiguousarray(image),
@@ -289,9 +293,7 @@ class EnrichmentService:
             )
             for image in images
         ]
-        deadline = time.monotonic() + timeout_s
-        # shielded: a request that goes away still lets its queued work end before the lease does
-        return await asyncio.shield(self._leased_run(name, items, deadline))
+        return await self._shielded_run(name, items, time.monotonic() + timeout_s)
 
 
 def _left(deadline: float) -> float:
