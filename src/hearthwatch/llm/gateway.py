@@ -176,8 +176,7 @@ class LlmGateway:
         except ValidationError as exc:
             raise _body_error(exc) from None
         self.check_model(request.model)
-        dumped = request.model_dump(exclude_unset=True, by_alias=True)
-        upstream = {key: value for key, value in dumped.items() if value is not None}
+        upstream = request.model_dump(exclude_unset=True, by_alias=True)  # nulls left out
         cap = self.profile.max_tokens_cap
         asked = upstream.pop("max_completion_tokens", None) or upstream.get("max_tokens") or cap
         upstream["max_tokens"] = min(asked, cap)
