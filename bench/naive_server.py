@@ -18,8 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from hearthwatch.config import load_settings
-from hearthwatch.runtime.device import select_device
-from hearthwatch.runtime.optimize import OptimizationSettings
+from hearthwatch.runtime.accel.device import select_device
+from hearthwatch.runtime.accel.optimize import OptimizationSettings
 
 settings = load_settings().settings
 device = select_device(settings.use_gpu)
@@ -49,7 +49,13 @@ async def health() -> dict[str, bool]:
 
 @app.post("/detect")
 async def detect(request: Request) -> dict[str, object]:
-    return await run_in_threadpool(predict, await request.body())
+    """A raw image body, or a multipart upload in the field ``image``."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        upload = (await request.form())["image"]
+        data = await upload.read()  # type: ignore[union-attr]
+    else:
+        data = await request.body()
+    return await run_in_threadpool(predict, data)
 
 
 if __name__ == "__main__":

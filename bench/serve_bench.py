@@ -1,21 +1,26 @@
-"""Serving benchmark, every figure measured side by side in one run:
+"""Serving benchmark, every figure measured side by side in one run, by the shared method
+(:mod:`hearthwatch.tuning.method`: open-loop Poisson arrivals, warm-up excluded, steady-state
+windows, the knee by bisection, repeats with their spread, sanity checks):
 
 (a) model-only ceiling: the model's forward on prepared inputs, per batch size, no HTTP;
 (b) in-process pipeline ceiling: JPEG bytes → decode → prepare → model → post-processing at
-    the best batch size, in a tight loop, no HTTP;
-(c) hearthwatch end to end over HTTP: open-loop JPEG requests at rising rates; the knee is the
-    highest rate served at ≥ 95 % of the offered rate with no errors, and P50/P95/P99 are
-    reported at each rate and at 80 % of the knee;
-(d) the naive server (one forward per request, CPU decode, fp32) at the same rates;
-(e) LitServe with its dynamic batching, serving the same detector (bench/litserve_server.py,
-    multipart uploads decoded on the CPU), at the same rates (needs ``pip install litserve``).
+    the server's max batch and at batch 1, in a tight loop, no HTTP;
+(c) hearthwatch end to end over HTTP with dynamic batching up to ``--max-batch``: the knee
+    (highest offered rate served at ≥ 95 % with no errors, P95 under ``--sla-ms`` if given),
+    P50/P95 at 80 % of the knee, and the batch sizes the server actually ran;
+(d) the naive server (one forward per request, CPU decode, fp32) the same way;
+(e) LitServe with its dynamic batching, serving the same detector (bench/litserve_server.py).
+
+Every server gets the same multipart bytes and the same warm-up; the comparison is repeated
+``--repeats`` times with the servers in a different order each time.
 
 It also compares the optimised path's detections with the plain fp32 eager host path's (same
 weights, same images). With ``--ablations`` it measures, in the same run, what each hot-path
 optimisation adds: the in-process pipeline with decoding on the device off, with CUDA graphs
 off, and the in-process served throughput (batcher, prepare and run) with overlap on and off.
 
-Writes a JSON record to bench/results/ with the device, versions, command and ratios.
+Writes a JSON record to bench/results/ with the device, versions, command, method, ratios with
+their spread, and the sanity checks.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,18 +41,28 @@ import numpy as np
 import torch
 
 from hearthwatch.config import load_settings
-from hearthwatch.runtime.batcher import BatchingConfig
-from hearthwatch.runtime.device import device_name, select_device
-from hearthwatch.runtime.graphs import bucket_sizes
-from hearthwatch.runtime.images import check_encoded, decode_image
-from hearthwatch.runtime.served_model import ServedModel
-from hearthwatch.runtime.sources.base import Detector
+from hearthwatch.percentiles import percentiles
+from hearthwatch.runtime.accel.device import device_name, select_device
+from hearthwatch.runtime.accel.graphs import bucket_sizes
+from hearthwatch.runtime.detection.base import Detector
+from hearthwatch.runtime.imaging.decode import check_encoded, decode_image
+from hearthwatch.runtime.serving.batcher import BatchingConfig
+from hearthwatch.runtime.serving.served_model import ServedModel
 from hearthwatch.tuning.environment import record_header, write_record
 from hearthwatch.tuning.frames import synthetic_frames
-from hearthwatch.tuning.loadgen import Payload, image_payloads, open_loop, summarize
+from hearthwatch.tuning.loadgen import Payload, burst
+from hearthwatch.tuning.method import (
+    Method,
+    Point,
+    Sanity,
+    measure_knee,
+    measure_point,
+    spread,
+)
 from hearthwatch.tuning.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 PRESETS: dict[str, dict[str, str]] = {
     "rtdetr_v2_r50": {
         "DETECTOR__TYPE": "hf_rtdetr",
@@ -63,21 +77,23 @@ PRESETS: dict[str, dict[str, str]] = {
     },
     "hog": {"DETECTOR__TYPE": "hog"},
 }
-KNEE_SERVED_FRACTION = 0.95
 
 
 def timed(fn: Any, min_seconds: float, min_runs: int = 3) -> tuple[float, int]:
-    """Seconds per call (median of runs) after one warm-up call."""
+    """Seconds per call over a steady run (total time ÷ calls, the figure a throughput
+    ceiling needs) after two warm-up calls."""
     fn()
-    times: list[float] = []
+    fn()
+    runs = 0
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     started = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - started < min_seconds:
-        t0 = time.perf_counter()
+    while runs < min_runs or time.perf_counter() - started < min_seconds:
         fn()
+        runs += 1
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), len(times)
+    return (time.perf_counter() - started) / runs, runs
 
 
 def model_only(
@@ -131,7 +147,12 @@ def served_throughput(
 ) -> dict[str, float]:
     """``count`` requests at once through a :class:`ServedModel` (batcher, prepare, model),
     no HTTP: what overlapping the next batch's preparation with this one's run adds."""
-    served = ServedModel("m", detector, BatchingConfig(batch, 2.0, count), overlap=overlap)
+    served = ServedModel(
+        "m",
+        detector,
+        BatchingConfig(max_batch_size=batch, max_queue_delay_ms=2.0, max_queue_size=count),
+        overlap=overlap,
+    )
     served.start(warmup=False)
     decode = check_encoded if detector.decodes_on_device else decode_image
     images = [decode(jpegs[i % len(jpegs)], 100_000_000) for i in range(count)]
@@ -186,77 +207,42 @@ def multipart_payloads(jpegs: list[bytes]) -> list[Payload]:
     return payloads
 
 
-def sweep(
-    url: str,
-    payloads: list[Payload],
-    rates: list[float],
-    duration: float,
-    timeout_s: float,
-    loop_cpu_s: Callable[[], float | None] | None = None,
-) -> list[dict[str, Any]]:
-    """Each rate open-loop; with ``loop_cpu_s`` (the server's event-loop CPU seconds so far),
-    each row also says how many milliseconds of that loop one request took."""
-    rows = []
-    for rate in rates:
-        before = loop_cpu_s() if loop_cpu_s else None
-        records = asyncio.run(open_loop(url, payloads, rate, duration, timeout_s=timeout_s))
-        summary = summarize(records, rate, duration).as_dict()
-        after = loop_cpu_s() if loop_cpu_s else None
-        if before is not None and after is not None and records:
-            summary["event_loop_ms_per_request"] = (after - before) * 1000 / len(records)
-        rows.append(summary)
-        lat = summary["latency_ms"]
-        p95 = f"{lat['p95']:.0f}" if lat["p95"] is not None else "-"
-        print(
-            f"    offered {rate:8.2f}/s  achieved {summary['achieved_rps']:8.2f}/s  p95 {p95:>7} ms"
-            f"  statuses {summary['statuses']}"
-            f"  late p99 {summary['lateness_ms'].get('p99', 0):.1f} ms",
-            flush=True,
-        )
-    return rows
+def batch_sizes_run(url: str) -> dict[str, int]:
+    """How many batches of each size the server ran so far (its Triton statistics)."""
+    import httpx
+
+    stats = httpx.get(f"{url}/v2/models/stats", timeout=30).json()
+    counts: dict[str, int] = {}
+    for model in stats.get("model_stats", []):
+        for row in model.get("batch_stats", []):
+            size = str(row["batch_size"])
+            counts[size] = counts.get(size, 0) + int(row["compute_infer"]["count"])
+    return counts
 
 
-def knee(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    served = [
-        r
-        for r in rows
-        if r["ok"] == r["sent"] and r["achieved_rps"] >= KNEE_SERVED_FRACTION * r["offered_rps"]
-    ]
-    return max(served, key=lambda r: r["offered_rps"]) if served else None
+def warm_up(url: str, payloads: list[Payload], max_batch: int) -> None:
+    """The same warm-up for every server: 8 requests one at a time, then bursts of the max
+    batch and twice it, so every batch size the server compiles or captures is seen."""
+    for payload in payloads[:8]:
+        asyncio.run(burst(url, [payload], 1, timeout_s=600))
+    for count in (max_batch, 2 * max_batch):
+        asyncio.run(burst(url, payloads, count, timeout_s=600))
 
 
-def frontend_capacity(row: dict[str, Any] | None) -> dict[str, float] | None:
-    """What one server process's event loop can accept: every request passes through it, so
-    1 / (its CPU seconds per request) bounds the rate, whatever the device serves. Measured at
-    the knee (else the last rate); below the pipeline ceiling / 0.9 the front-end needs more
-    processes."""
-    if row is None or not row.get("event_loop_ms_per_request"):
-        return None
-    per_request = float(row["event_loop_ms_per_request"])
-    return {
-        "measured_at_offered_rps": float(row["offered_rps"]),
-        "event_loop_ms_per_request": per_request,
-        "single_process_ceiling_rps": 1000.0 / per_request,
-    }
-
-
-def best_throughput(rows: list[dict[str, Any]]) -> float:
-    return max((r["achieved_rps"] for r in rows), default=0.0)
-
-
-def single_requests(url: str, jpeg: bytes, count: int) -> dict[str, float]:
+def single_requests(url: str, payload: Payload, count: int) -> dict[str, Any]:
+    """``count`` requests one after another on an otherwise idle server (after one unmeasured):
+    the latency a lone request sees."""
     import httpx
 
     latencies = []
     with httpx.Client(timeout=120) as client:
-        client.post(url, content=jpeg, headers={"Content-Type": "image/jpeg"})
+        client.post(url, content=payload.body, headers=dict(payload.headers)).raise_for_status()
         for _ in range(count):
             t0 = time.perf_counter()
-            reply = client.post(url, content=jpeg, headers={"Content-Type": "image/jpeg"})
+            reply = client.post(url, content=payload.body, headers=dict(payload.headers))
             latencies.append((time.perf_counter() - t0) * 1000)
             reply.raise_for_status()
-    p50, p95 = np.percentile(latencies, [50, 95])
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "count": count}
+    return {"latency_ms": percentiles(latencies, supported_only=True), "count": count}
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -284,25 +270,92 @@ def bench_env(args: argparse.Namespace, max_batch: int, **extra: str) -> dict[st
     }
 
 
+SERVERS = ("hearthwatch", "naive", "litserve")
+
+
+def serve_and_measure(
+    server: str,
+    env: dict[str, str],
+    log_dir: Path,
+    payloads: list[Payload],
+    start_rps: float,
+    method: Method,
+    max_batch: int,
+    repeat: int,
+) -> dict[str, Any]:
+    """Start one server, warm it up, find its knee and measure 80 % of it; stop it."""
+    log = log_dir / f"{server}_{repeat}.log"
+    if server == "hearthwatch":
+        process = ServerProcess(env, log)
+    else:
+        command = [sys.executable, str(BENCH / f"{server}_server.py")]
+        process = ServerProcess(env, log, command=command, ready_path="/health")
+    with process:
+        url = f"{process.url}/detect"
+        warm_up(url, payloads, max_batch)
+        single = single_requests(url, payloads[0], 20)
+        before = batch_sizes_run(process.url) if server == "hearthwatch" else None
+        found = measure_knee(url, payloads, start_rps, method, seed=repeat)
+        at_80 = None
+        if found.knee is not None:
+            rate = 0.8 * found.knee.offered_rps
+            at_80 = asyncio.run(measure_point(url, payloads, rate, method, seed=repeat))
+        result: dict[str, Any] = {
+            "single_request": single,
+            "knee": found.as_dict(),
+            "at_80pct_of_knee": at_80.as_dict() if at_80 else None,
+        }
+        if before is not None:
+            after = batch_sizes_run(process.url)
+            result["batches_run_during_the_search"] = {
+                size: after[size] - before.get(size, 0) for size in after
+            }
+    return result
+
+
+def knee_rps(result: dict[str, Any]) -> float:
+    knee = result["knee"]["knee"]
+    return float(knee["achieved_rps"]) if knee else 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_server_arguments(parser)
-    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=16, help="the servers' max batch")
     parser.add_argument("--queue-delay-ms", type=float, default=5.0)
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per window")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before each window")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--max-probes", type=int, default=12, help="rates tried per knee")
     parser.add_argument(
-        "--rates",
-        type=str,
-        default="0.25,0.5,0.75,0.9,1.0,1.25",
-        help="offered rates as fractions of the in-process pipeline ceiling",
+        "--min-requests", type=int, default=200, help="least requests in a window (P95: 200)"
     )
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per offered rate")
+    parser.add_argument("--sla-ms", type=float, default=None, help="P95 bound of the knee rule")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="which of (c), (d), (e)")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per in-process point")
     parser.add_argument("--compile", action="store_true", help="TORCH_COMPILE=true")
     parser.add_argument("--ablations", action="store_true", help="each optimisation on and off")
-    parser.add_argument("--no-litserve", action="store_true", help="skip (e)")
     args = parser.parse_args()
+    servers = [name for name in args.servers.split(",") if name]
+    unknown = set(servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers {sorted(unknown)}; choose from {SERVERS}")
+    method = Method(
+        window_s=args.window,
+        warmup_s=args.warmup,
+        repeats=args.repeats,
+        sla_p95_ms=args.sla_ms,
+        min_requests=args.min_requests,
+        max_probes=args.max_probes,
+    )
+    sanity = Sanity()
+    sanity.check(
+        "windows as long as the method asks (30 s)",
+        method.window_s >= 30,
+        f"{method.window_s:g} s windows after {method.warmup_s:g} s of warm-up",
+    )
 
     env = bench_env(args, args.max_batch, TORCH_COMPILE="true" if args.compile else "false")
 
@@ -318,20 +371,32 @@ def main() -> int:
     device = select_device(args.use_gpu == "true")
     detector = build()
     jpegs = synthetic_frames(16, args.width, args.height)
-    payloads = image_payloads(jpegs)
+    payloads = multipart_payloads(jpegs)
     image = decode_image(jpegs[0], 100_000_000)
     workers = os.cpu_count() or 2
     print(
         f"{args.model} on {device_name(device)}; optimizations {detector.optimizations}", flush=True
     )
 
-    print("(a) model-only ceiling", flush=True)
+    print("(a) model-only ceiling, twice", flush=True)
     sizes = bucket_sizes(args.max_batch)
-    model_rows = model_only(detector, image, sizes, args.seconds)
-    best = max(model_rows, key=lambda r: r["img_per_s"])
-    print("(b) in-process pipeline ceiling", flush=True)
-    pipe = pipeline(detector, jpegs, int(best["batch_size"]), args.seconds, workers)
-    print(f"  pipeline batch {pipe['batch_size']}: {pipe['img_per_s']:.1f} img/s", flush=True)
+    model_runs = [model_only(detector, image, sizes, args.seconds) for _ in range(2)]
+    model_rows: list[dict[str, Any]] = [
+        {**row, "img_per_s": spread([run[i]["img_per_s"] for run in model_runs])}
+        for i, row in enumerate(model_runs[0])
+    ]
+    best = max(model_rows, key=lambda r: r["img_per_s"]["value"])
+    at_max = next(r for r in model_rows if r["batch_size"] == sizes[-1])
+    print("(b) in-process pipeline ceiling at the max batch, twice, and at batch 1", flush=True)
+    pipes = [pipeline(detector, jpegs, args.max_batch, args.seconds, workers) for _ in range(2)]
+    pipe_rate = spread([p["img_per_s"] for p in pipes])
+    pipe_1 = pipeline(detector, jpegs, 1, args.seconds, workers)
+    print(f"  pipeline batch {args.max_batch}: {pipe_rate}; batch 1: {pipe_1}", flush=True)
+    sanity.not_above(
+        "pipeline (decode included) not above the model alone at the same batch",
+        [p["img_per_s"] for p in pipes],
+        [run[len(sizes) - 1]["img_per_s"] for run in model_runs],
+    )
     applied = list(detector.optimizations)
     plain_changes = {
         "PRECISION": "fp32", "CHANNELS_LAST": "false", "CUDA_GRAPHS": "false",
@@ -345,9 +410,8 @@ def main() -> int:
     print(f"  against the plain fp32 eager path: {agreement}", flush=True)
     ablations: dict[str, Any] = {}
     if args.ablations:
-        batch = int(best["batch_size"])
         for overlap in (True, False):
-            row = served_throughput(detector, jpegs, batch, overlap, 8 * batch)
+            row = served_throughput(detector, jpegs, args.max_batch, overlap, 8 * args.max_batch)
             ablations[f"served_overlap_{'on' if overlap else 'off'}"] = row
             print(f"  served, overlap {overlap}: {row['img_per_s']:.1f} img/s", flush=True)
         del detector
@@ -357,97 +421,106 @@ def main() -> int:
         for name, changes in variants.items():
             variant = build(**changes)
             variant.warmup(bucket_sizes(args.max_batch))
-            ablations[name] = pipeline(variant, jpegs, batch, args.seconds, workers)
+            ablations[name] = pipeline(variant, jpegs, args.max_batch, args.seconds, workers)
             print(f"  {name}: {ablations[name]['img_per_s']:.1f} img/s", flush=True)
             del variant
-        ablations["pipeline_all_on"] = pipe
+        ablations["pipeline_all_on"] = pipes[0]
     else:
         del detector  # the servers below load their own copies
-    rates = [round(float(f) * pipe["img_per_s"], 3) for f in args.rates.split(",")]
-    timeout_s = 60.0
 
+    server_env = {**env, "MAX_QUEUE_DELAY_MS": str(args.queue_delay_ms)}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     with tempfile.TemporaryDirectory() as tmp:
-        server_env = {
-            **env,
-            "MAX_BATCH_SIZE": str(int(best["batch_size"])),
-            "MAX_QUEUE_DELAY_MS": str(args.queue_delay_ms),
-        }
-        print(f"(c) hearthwatch over HTTP, max batch {best['batch_size']}", flush=True)
-        with ServerProcess(server_env, Path(tmp) / "hearthwatch.log") as server:
-            url = f"{server.url}/detect"
-            single = single_requests(url, jpegs[0], 20)
-            loop_cpu = server.main_thread_cpu_s
-            hw_rows = sweep(url, payloads, rates, args.duration, timeout_s, loop_cpu)
-            hw_knee = knee(hw_rows)
-            at_80 = None
-            if hw_knee is not None:
-                rate_80 = round(0.8 * hw_knee["offered_rps"], 3)
-                at_80 = sweep(url, payloads, [rate_80], args.duration, timeout_s, loop_cpu)[0]
-        print("(d) naive server over HTTP", flush=True)
-        naive_cmd = [sys.executable, str(ROOT / "bench" / "naive_server.py")]
-        with ServerProcess(
-            env, Path(tmp) / "naive.log", command=naive_cmd, ready_path="/health"
-        ) as naive:
-            naive_rows = sweep(f"{naive.url}/detect", payloads, rates, args.duration, timeout_s)
-        lit_rows: list[dict[str, Any]] = []
-        if not args.no_litserve:
-            print("(e) LitServe with batching over HTTP", flush=True)
-            lit_cmd = [sys.executable, str(ROOT / "bench" / "litserve_server.py")]
-            with ServerProcess(
-                server_env, Path(tmp) / "litserve.log", command=lit_cmd, ready_path="/health"
-            ) as lit:
-                lit_rows = sweep(
-                    f"{lit.url}/detect", multipart_payloads(jpegs), rates, args.duration, timeout_s
+        for repeat in range(args.repeats):
+            order = servers[repeat % len(servers) :] + servers[: repeat % len(servers)]
+            for name in order:
+                print(f"repeat {repeat + 1}: {name} over HTTP, max batch {args.max_batch}")
+                runs[name].append(
+                    serve_and_measure(
+                        name,
+                        server_env,
+                        Path(tmp),
+                        payloads,
+                        0.8 * pipe_rate["value"],
+                        method,
+                        args.max_batch,
+                        repeat,
+                    )  # fmt: skip
                 )
-    naive_knee = knee(naive_rows)
-    lit_knee = knee(lit_rows)
+    knees = {name: [knee_rps(r) for r in results] for name, results in runs.items()}
+    for name, values in knees.items():
+        sanity.check(f"{name}: a knee in every repeat", min(values) > 0, f"knees {values}")
+        sanity.repeats(f"{name} knee within 10 % between repeats", values)
+        for i, result in enumerate(runs[name]):
+            knee = result["knee"]["knee"]
+            if knee is not None:
+                sanity.point(f"{name} knee, repeat {i + 1}", Point(**knee))
+            if result["at_80pct_of_knee"] is not None:
+                sanity.point(f"{name} at 80 % of the knee, repeat {i + 1}",
+                             Point(**result["at_80pct_of_knee"]))  # fmt: skip
+            lone = result["single_request"]["latency_ms"]["p50"]
+            batch1 = model_rows[0]["batch_ms"]
+            sanity.check(
+                f"{name}: a lone request not faster than the model's batch-1 forward",
+                lone is not None and lone >= batch1 * 0.98,
+                f"lone request P50 {lone} ms, model batch 1 {batch1:.1f} ms",
+            )
+    if "hearthwatch" in knees:
+        sanity.not_above(
+            "hearthwatch's knee not above the in-process pipeline",
+            knees["hearthwatch"],
+            [p["img_per_s"] for p in pipes],
+        )
 
-    def knee_rate(k: dict[str, Any] | None) -> float:
-        return float(k["achieved_rps"]) if k else 0.0
+    def ratio(a: list[float], b: list[float]) -> dict[str, float | int] | None:
+        pairs = [x / y for x, y in zip(a, b, strict=True) if y > 0]
+        return spread(pairs) if pairs else None
 
-    frontend = frontend_capacity(hw_knee or (hw_rows[-1] if hw_rows else None))
-    ratios = {
-        "frontend_ceiling_over_pipeline": frontend["single_process_ceiling_rps"] / pipe["img_per_s"]
-        if frontend
-        else None,
-        "pipeline_over_model_only": pipe["img_per_s"] / best["img_per_s"],
-        "hearthwatch_knee_over_pipeline": knee_rate(hw_knee) / pipe["img_per_s"],
-        "hearthwatch_knee_over_naive_knee": (knee_rate(hw_knee) / knee_rate(naive_knee))
-        if naive_knee
-        else None,
-        "hearthwatch_peak_over_naive_peak": best_throughput(hw_rows)
-        / max(best_throughput(naive_rows), 1e-9),
-        "hearthwatch_knee_over_litserve_knee": (knee_rate(hw_knee) / knee_rate(lit_knee))
-        if lit_knee
-        else None,
-        "single_request_p50_minus_model_batch1_ms": single["p50_ms"] - model_rows[0]["batch_ms"],
+    ratios: dict[str, Any] = {
+        "pipeline_over_model_only_same_batch": ratio(
+            [p["img_per_s"] for p in pipes],
+            [run[len(sizes) - 1]["img_per_s"] for run in model_runs],
+        ),
+        "model_only_max_batch_over_batch1": ratio(
+            [run[len(sizes) - 1]["img_per_s"] for run in model_runs],
+            [run[0]["img_per_s"] for run in model_runs],
+        ),
     }
+    if "hearthwatch" in knees:
+        hw = knees["hearthwatch"]
+        ratios["hearthwatch_knee_over_pipeline"] = ratio(hw, [pipe_rate["value"]] * len(hw))
+        for peer in ("naive", "litserve"):
+            if peer in knees:
+                ratios[f"hearthwatch_knee_over_{peer}_knee"] = ratio(hw, knees[peer])
     record = {
         "benchmark": "serve_bench",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         **record_header(),
+        "method": method.describe(),
         "model": args.model,
         "model_env": PRESETS[args.model],
         "optimizations": applied,
         "against_plain_fp32_eager": agreement,
-        "input": {"width": args.width, "height": args.height, "format": "jpeg", "quality": 90},
+        "input": {
+            "width": args.width,
+            "height": args.height,
+            "format": "jpeg",
+            "quality": 90,
+            "body": "multipart/form-data, field 'image', the same bytes for every server",
+        },  # fmt: skip
+        "max_batch_size": args.max_batch,
+        "max_queue_delay_ms": args.queue_delay_ms,
         "model_only": model_rows,
-        "pipeline_in_process": pipe,
-        "hearthwatch": {
-            "single_request": single,
-            "sweep": hw_rows,
-            "knee": hw_knee,
-            "at_80pct_of_knee": at_80,
-            "max_batch_size": best["batch_size"],
-            "max_queue_delay_ms": args.queue_delay_ms,
-            "frontend": frontend,
-        },
-        "naive": {"sweep": naive_rows, "knee": naive_knee},
-        "litserve": {"sweep": lit_rows, "knee": lit_knee},
+        "model_only_best_batch": best["batch_size"],
+        "model_only_at_max_batch": at_max,
+        "pipeline_in_process": {"max_batch": pipes, "batch_1": pipe_1, "img_per_s": pipe_rate},
+        "servers": runs,
+        "knee_rps": {name: spread(values) for name, values in knees.items()},
         "ablations": ablations,
         "ratios": ratios,
+        "sanity": sanity.as_dict(),
     }
-    print(json.dumps(ratios, indent=2))
+    print(json.dumps({"ratios": ratios, "sanity_passed": record["sanity"]["passed"]}, indent=2))
     tag = "gpu" if device.type == "cuda" else "cpu"
     write_record(record, args.out, f"serve_bench_{args.model}_{tag}")
     return 0

@@ -1,9 +1,17 @@
-"""Shared test helpers: images and a real ``hearthwatch serve`` process."""
+"""Shared test helpers: images and a real ``hearthwatch serve`` process; and, with
+``HEARTHWATCH_MUTATE_EMPTY_DETECTIONS=1`` (scripts/mutation_check.py), detectors that find
+nothing, here and in every Python process the tests start."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -14,6 +22,58 @@ import yaml
 from hearthwatch.tuning.server_process import ServerProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests build models locally; never download
+
+MUTANT = "HEARTHWATCH_MUTATE_EMPTY_DETECTIONS"
+
+
+def _emptied(finish: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+    from hearthwatch.runtime.detection.detections import Detections
+
+    @functools.wraps(finish)
+    def nothing_found(self: Any, outputs: Any, prepared: Any) -> list[Any]:
+        return [Detections.empty() for _ in finish(self, outputs, prepared)]
+
+    return nothing_found
+
+
+def return_no_detections() -> None:
+    """The mutant: every detector source's ``finish`` answers each image with no detections."""
+    import importlib
+
+    from hearthwatch.runtime.detection.base import Detector
+
+    for plugin in ("hog", "torchvision_source", "hf_rtdetr", "onnx_source", "torchscript_source"):
+        importlib.import_module(f"hearthwatch.runtime.detection.{plugin}")
+    pending, patched = list(Detector.__subclasses__()), 0
+    while pending:
+        source = pending.pop()
+        pending += source.__subclasses__()
+        if "finish" in vars(source):
+            source.finish = _emptied(source.finish)  # type: ignore[method-assign]
+            patched += 1
+    if patched < 4:
+        raise RuntimeError(f"the mutant patched {patched} detector sources; expected every one")
+
+
+def _mutate_child_processes() -> None:
+    """Child Python processes (servers, the CLI) import this module from a ``sitecustomize``
+    on their PYTHONPATH, so their detectors find nothing too."""
+    site = Path(tempfile.mkdtemp(prefix="hearthwatch-mutant-"))
+    atexit.register(shutil.rmtree, site, ignore_errors=True)
+    here = str(Path(__file__).parent)
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.insert(0, {here!r})\nimport conftest\n"
+    )
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(site), os.environ.get("PYTHONPATH")])
+    )
+    os.environ[MUTANT] = "child"  # patch there, but set up no further site
+
+
+if os.environ.get(MUTANT):
+    return_no_detections()
+    if os.environ[MUTANT] == "1":
+        _mutate_child_processes()
 
 
 def scene(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:

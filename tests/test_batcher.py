@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from hearthwatch.runtime.batcher import (
+from hearthwatch.runtime.serving.batcher import (
     BatcherStoppedError,
     BatchingConfig,
     BatchResult,
@@ -18,7 +18,7 @@ from hearthwatch.runtime.batcher import (
     DynamicBatcher,
     QueueFullError,
 )
-from hearthwatch.runtime.isolation import isolate_failures
+from hearthwatch.runtime.serving.isolation import isolate_failures
 
 
 class Recorder:
@@ -63,64 +63,64 @@ async def occupy_worker(
     return running
 
 
-def test_concurrent_requests_are_grouped_up_to_max_batch() -> None:
-    rec = Recorder()
+def test_requests_arriving_while_a_batch_runs_are_grouped_up_to_max_batch() -> None:
+    rec = Recorder(hold=True)
     batcher = make(rec, max_batch_size=8, max_queue_delay_ms=200)
 
     async def main() -> list[int]:
-        results = await asyncio.gather(*(batcher.submit(i, 5) for i in range(16)))
+        running = await occupy_worker(batcher, rec)
+        rest = [asyncio.ensure_future(batcher.submit(i, 5)) for i in range(1, 17)]
+        await asyncio.sleep(0.01)
+        rec.gate.set()
+        results = await asyncio.gather(running, *rest)
         return [r.value for r in results]
 
-    assert run(main()) == [i * 10 for i in range(16)]
+    assert run(main()) == [i * 10 for i in range(17)]
     batcher.stop()
-    assert [len(b) for b in rec.batches] == [8, 8]
+    assert [len(b) for b in rec.batches] == [1, 8, 8]
 
 
-def test_a_lone_request_waits_the_window_and_not_much_more() -> None:
+def test_a_lone_request_on_an_idle_worker_starts_at_once() -> None:
     rec = Recorder()
-    batcher = make(rec, max_batch_size=8, max_queue_delay_ms=50)
+    batcher = make(rec, max_batch_size=8, max_queue_delay_ms=10_000)
 
-    async def main() -> float:
-        started = time.monotonic()
-        result = await batcher.submit(1, 5)
-        assert result.timing.batch_size == 1
-        return time.monotonic() - started
+    async def main() -> BatchResult[int]:
+        return await batcher.submit(1, 5)  # before: waited out the 10 s window, expired at 5 s
 
-    elapsed = run(main())
+    result = run(main())
     batcher.stop()
-    assert 0.045 <= elapsed < 0.050 + 0.040
+    assert result.timing.batch_size == 1
+    assert result.timing.queue_s < 1.0
 
 
-def test_the_window_starts_at_the_first_arrival() -> None:
+def test_an_explicit_minimum_waits_for_company_until_the_batch_is_full() -> None:
     rec = Recorder()
-    batcher = make(rec, max_batch_size=8, max_queue_delay_ms=80)
+    batcher = make(rec, max_batch_size=2, min_queue_delay_ms=10_000, max_queue_delay_ms=10_000)
 
-    async def main() -> tuple[float, float]:
-        started = time.monotonic()
-        first = asyncio.ensure_future(batcher.submit(1, 5))
-        await asyncio.sleep(0.04)
-        second = await batcher.submit(2, 5)
-        await first
-        return time.monotonic() - started, second.timing.queue_s
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(batcher.submit(1, 30))
+        await asyncio.sleep(0.05)
+        assert rec.batches == []  # waiting for company
+        second = await batcher.submit(2, 30)
+        return [(await first).timing.batch_size, second.timing.batch_size]
 
-    elapsed, second_queue = run(main())
+    assert run(main()) == [2, 2]
     batcher.stop()
     assert rec.batches == [[1, 2]]
-    assert elapsed < 0.08 + 0.04  # not 40 ms + a fresh 80 ms window
-    assert second_queue < 0.07
 
 
 def test_a_full_batch_leaves_without_waiting_for_the_window() -> None:
     rec = Recorder()
-    batcher = make(rec, max_batch_size=4, max_queue_delay_ms=2000)
+    batcher = make(rec, max_batch_size=4, min_queue_delay_ms=2000, max_queue_delay_ms=2000)
 
     async def main() -> float:
         started = time.monotonic()
         await asyncio.gather(*(batcher.submit(i, 5) for i in range(4)))
         return time.monotonic() - started
 
-    assert run(main()) < 0.5
+    assert run(main()) < 1.5
     batcher.stop()
+    assert rec.batches == [[0, 1, 2, 3]]
 
 
 def test_a_full_queue_rejects_with_retry_after_and_accepted_work_completes() -> None:
@@ -168,17 +168,17 @@ def test_an_expired_deadline_is_answered_and_never_run() -> None:
     assert rec.ran == [0, 2]
 
 
-def test_a_deadline_that_passes_inside_the_window_is_not_run() -> None:
+def test_a_deadline_inside_the_minimum_window_sends_the_batch_before_it() -> None:
     rec = Recorder()
-    batcher = make(rec, max_batch_size=8, max_queue_delay_ms=100)
+    batcher = make(rec, max_batch_size=8, min_queue_delay_ms=100, max_queue_delay_ms=100)
 
-    async def main() -> None:
-        with pytest.raises(DeadlineExceededError):
-            await batcher.submit(1, 0.01)
+    async def main() -> float:
+        return (await batcher.submit(1, 0.05)).timing.queue_s
 
-    run(main())
+    queued = run(main())
     batcher.stop()
-    assert rec.ran == []
+    assert rec.ran == [1]  # before: held for the 100 ms window, expired at 50 ms, never run
+    assert queued < 0.05
 
 
 def test_a_cancelled_caller_is_dropped_from_the_queue() -> None:
@@ -209,7 +209,9 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
             raise ValueError("model exploded")
         return list(payloads)
 
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(flaky, BatchingConfig(4, 0, 8))
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        flaky, BatchingConfig(max_batch_size=4, max_queue_delay_ms=0, max_queue_size=8)
+    )
     batcher.start()
 
     async def main() -> int:
@@ -241,10 +243,16 @@ def test_oldest_requests_are_served_first() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_batch_size": 0}, {"max_queue_delay_ms": -1}, {"max_queue_size": 0}],
+    [
+        {"max_batch_size": 0},
+        {"max_queue_delay_ms": -1},
+        {"max_queue_size": 0},
+        {"min_queue_delay_ms": -1},
+        {"min_queue_delay_ms": 10, "max_queue_delay_ms": 5},
+    ],
 )
 def test_invalid_batching_config_is_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+    with pytest.raises(ValueError, match=next(iter(kwargs)).replace("max", "m..")):
         BatchingConfig(**kwargs)  # type: ignore[arg-type]
 
 
@@ -308,7 +316,11 @@ def test_bisection_of_a_model_that_always_fails_is_bounded() -> None:
 def test_a_poisoned_batch_answers_the_others(overlap: bool) -> None:
     model = Poisoned(overlap)
     batcher: DynamicBatcher[int, int] = DynamicBatcher(
-        model, BatchingConfig(8, 200, 16), max_in_flight=2 if overlap else 1
+        model,
+        BatchingConfig(
+            max_batch_size=4, min_queue_delay_ms=2000, max_queue_delay_ms=2000, max_queue_size=16
+        ),
+        max_in_flight=2 if overlap else 1,
     )
     batcher.start()
 
@@ -353,7 +365,9 @@ def test_stop_waits_for_a_batch_finishing_on_another_thread() -> None:
     def slow(payloads: Sequence[int]) -> Future[list[int]]:
         return pool.submit(lambda: (gate.wait(5), list(payloads))[1])
 
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(slow, BatchingConfig(1, 0, 4))
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        slow, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=4)
+    )
     batcher.start()
 
     async def main() -> None:
@@ -390,3 +404,198 @@ def test_drain_answers_the_queued_and_lets_the_running_batch_finish() -> None:
     run(main())
     batcher.stop()
     assert rec.ran == [0]
+
+
+def test_no_request_starts_after_its_deadline_under_overlap() -> None:
+    """Two execution slots, 100 ms batches, one arrival every 2 ms, a 250 ms deadline: a
+    request waits for a slot in the queue, so it is either started in time or expired."""
+    pool = ThreadPoolExecutor(2)
+
+    def slow(payloads: Sequence[int]) -> Future[list[int]]:
+        return pool.submit(lambda: (time.sleep(0.1), list(payloads))[1])
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        slow,
+        BatchingConfig(max_batch_size=8, max_queue_delay_ms=5, max_queue_size=512),
+        max_in_flight=2,
+    )
+    batcher.start()
+
+    async def main() -> list[BatchResult[int] | BaseException]:
+        tasks = []
+        for i in range(142):
+            tasks.append(asyncio.ensure_future(batcher.submit(i, 0.25)))
+            await asyncio.sleep(0.002)
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    answers = run(main())
+    batcher.stop()
+    pool.shutdown()
+    served = [a for a in answers if isinstance(a, BatchResult)]
+    late = [a.timing.queue_s for a in served if a.timing.queue_s >= 0.25]
+    assert served and not late
+    assert all(isinstance(a, DeadlineExceededError) for a in answers if a not in served)
+    assert max(a.timing.batch_size for a in served) > 1  # batches filled while slots were busy
+
+
+def test_every_execution_slot_is_used_at_once() -> None:
+    pool = ThreadPoolExecutor(2)
+    gate = threading.Event()
+    started: list[list[int]] = []
+
+    def held(payloads: Sequence[int]) -> Future[list[int]]:
+        started.append(list(payloads))
+        return pool.submit(lambda: (gate.wait(5), list(payloads))[1])
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        held, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0), max_in_flight=2
+    )
+    batcher.start()
+
+    async def main() -> None:
+        answers = [asyncio.ensure_future(batcher.submit(i, 5)) for i in range(3)]
+        while len(started) < 2:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        assert started == [[0], [1]]  # two run together; the third waits for a slot
+        assert batcher.queued == 1
+        gate.set()
+        assert [(await a).value for a in answers] == [0, 1, 2]
+
+    run(main())
+    batcher.stop()
+    pool.shutdown()
+
+
+def test_no_payload_reaches_the_model_after_its_deadline_under_overlap() -> None:
+    """The model's own clock: when ``run_batch`` is called, no payload in it is past its
+    250 ms deadline (the batcher's recorded start time alone could hide a late hand-over)."""
+    pool = ThreadPoolExecutor(2)
+    submitted: dict[int, float] = {}
+    handed_late: list[float] = []
+
+    def slow(payloads: Sequence[int]) -> Future[list[int]]:
+        now = time.monotonic()
+        handed_late.extend(now - submitted[p] for p in payloads if now - submitted[p] > 0.28)
+        return pool.submit(lambda: (time.sleep(0.1), list(payloads))[1])
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        slow,
+        BatchingConfig(max_batch_size=8, max_queue_delay_ms=5, max_queue_size=512),
+        max_in_flight=2,
+    )
+    batcher.start()
+
+    async def main() -> None:
+        tasks = []
+        for i in range(142):
+            submitted[i] = time.monotonic()
+            tasks.append(asyncio.ensure_future(batcher.submit(i, 0.25)))
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    run(main())
+    batcher.stop()
+    pool.shutdown()
+    assert not handed_late, f"{len(handed_late)} payloads handed over late: {handed_late[:5]}"
+
+
+def test_a_free_slot_does_not_let_the_window_expire_a_request() -> None:
+    pool = ThreadPoolExecutor(2)
+
+    def run_batch(payloads: Sequence[int]) -> Future[list[int]]:
+        seconds = 0.4 if 0 in payloads else 0.01
+        return pool.submit(lambda: (time.sleep(seconds), list(payloads))[1])
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        run_batch, BatchingConfig(max_batch_size=8, max_queue_delay_ms=300), max_in_flight=2
+    )
+    batcher.start()
+
+    async def main() -> int:
+        first = asyncio.ensure_future(batcher.submit(0, 5))
+        await asyncio.sleep(0.05)  # batch [0] runs; a slot is free; the window is 300 ms
+        urgent = await batcher.submit(1, 0.15)  # before: expired waiting for the window
+        await first
+        return urgent.value
+
+    assert run(main()) == 1
+    batcher.stop()
+    pool.shutdown()
+
+
+def test_a_cancelled_hand_off_answers_its_requests_and_frees_its_slot() -> None:
+    calls: list[list[int]] = []
+
+    def run_batch(payloads: Sequence[int]) -> Future[list[int]]:
+        calls.append(list(payloads))
+        future: Future[list[int]] = Future()
+        if len(calls) == 1:
+            future.cancel()
+        else:
+            future.set_result([p * 10 for p in payloads])
+        return future
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        run_batch, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0)
+    )
+    batcher.start()
+
+    async def main() -> int:
+        with pytest.raises(BatcherStoppedError, match="cancelled"):
+            await asyncio.wait_for(batcher.submit(1, 2), 10)
+        return (await asyncio.wait_for(batcher.submit(2, 2), 10)).value
+
+    assert run(main()) == 20  # before: the first hung and the slot was never given back
+    batcher.stop()
+
+
+def test_a_failing_batch_observer_does_not_fail_the_requests() -> None:
+    def observer(size: int, seconds: float) -> None:
+        raise ZeroDivisionError("observer")
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        lambda payloads: list(payloads),
+        BatchingConfig(max_batch_size=1, max_queue_delay_ms=0),
+        on_batch=observer,
+    )
+    batcher.start()
+
+    async def main() -> list[int]:
+        return [(await asyncio.wait_for(batcher.submit(i, 2), 10)).value for i in (1, 2)]
+
+    assert run(main()) == [1, 2]
+    batcher.stop()
+
+
+def test_a_worker_that_dies_answers_what_it_owes_and_takes_no_more() -> None:
+    def run_batch(payloads: Sequence[int]) -> list[int]:
+        raise SystemExit("worker killed")
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        run_batch, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0)
+    )
+    batcher.start()
+
+    async def main() -> None:
+        with pytest.raises(BatcherStoppedError, match="worker killed"):
+            await asyncio.wait_for(batcher.submit(1, 2), 10)
+        with pytest.raises(BatcherStoppedError):
+            await asyncio.wait_for(
+                batcher.submit(2, 2), 10
+            )  # before: accepted, then expired at its deadline
+
+    run(main())
+
+
+def test_a_request_whose_run_hangs_is_answered_504_after_twice_its_deadline() -> None:
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        lambda payloads: Future(), BatchingConfig(max_batch_size=1, max_queue_delay_ms=0)
+    )
+    batcher.start()
+
+    async def main() -> None:
+        with pytest.raises(DeadlineExceededError, match="still running"):
+            await asyncio.wait_for(batcher.submit(1, 0.2), 10)  # before: waited for ever
+
+    run(main())

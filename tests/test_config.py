@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from hearthwatch.config import ConfigError, load_settings
 
@@ -116,3 +118,47 @@ def test_config_command_prints_values_and_sources() -> None:
         text=True,
     )
     assert bad.returncode == 2 and "max_queue_size" in bad.stderr
+
+
+def test_importing_the_config_does_not_import_torch() -> None:
+    probe = "import sys, hearthwatch.config; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
+def test_a_tuned_file_in_the_working_directory_applies_only_when_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stray = tmp_path / "hearthwatch-tuned.yml"
+    stray.write_text(yaml.safe_dump({"models": {"detector": {"max_batch_size": 32}}}))
+    monkeypatch.chdir(tmp_path)
+    loaded = load_settings(environ={})
+    assert loaded.settings.max_batch_size == 8
+    assert {r.name: r.source for r in loaded.describe()}["max_batch_size"] == "default"
+    named = load_settings(environ={"TUNED_CONFIG_FILE": str(stray)})
+    assert named.settings.max_batch_size == 32
+    assert {r.name: r.source for r in named.describe()}["max_batch_size"] == f"tuned:{stray}"
+    with pytest.raises(ConfigError, match="missing.yml does not exist"):
+        load_settings(environ={"TUNED_CONFIG_FILE": str(tmp_path / "missing.yml")})
+
+
+def test_a_batch_minimum_above_the_window_is_refused() -> None:
+    with pytest.raises(ConfigError, match="min_queue_delay_ms"):
+        load_settings(environ={"MIN_QUEUE_DELAY_MS": "20", "MAX_QUEUE_DELAY_MS": "5"})
+    settings = load_settings(environ={"MIN_QUEUE_DELAY_MS": "2", "MAX_QUEUE_DELAY_MS": "5"})
+    assert settings.settings.min_queue_delay_ms == 2
+
+
+def test_the_config_command_validates_the_detector_without_importing_torch() -> None:
+    code = (
+        "import sys\n"
+        "from hearthwatch.config import load_settings\n"
+        "settings = load_settings(environ={'DETECTOR__TYPE': 'hf_rtdetr', "
+        "'DETECTOR__RANDOM_INIT': 'true'}).settings\n"
+        "assert settings.detector.type == 'hf_rtdetr'\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import tritonclient.http as triton
 from conftest import Server, jpeg
+from photos import photo_jpeg
 from tritonclient.utils import InferenceServerException
 
 CATALOG = Path(__file__).parent / "data" / "enrich_models.yml"
@@ -48,15 +49,23 @@ def test_enrich_answers_every_triggered_model(server: Server) -> None:
     assert body["unavailable"] == {}
 
 
+@pytest.mark.detections
 def test_detect_output_feeds_enrich(server: Server) -> None:
-    image = jpeg(640, 480, 3)
-    found = httpx.post(f"{server.url}/detect?all_classes=true&confidence=0", content=image)
-    assert found.status_code == 200
+    image = photo_jpeg()
+    found = httpx.post(f"{server.url}/detect?confidence=0.3", content=image, timeout=30)
+    assert found.status_code == 200, found.text
     detections = found.json()["detections"]
+    assert detections, "HOG finds a person in the photo"
     body = {"image": base64.b64encode(image).decode(), "detections": detections}
     reply = enrich(server, body)
     assert reply.status_code == 200, reply.text
-    assert len(reply.json()["detections"]) == len(detections)
+    enriched = reply.json()["detections"]
+    assert [(d["class_name"], d["bbox"]) for d in enriched] == [
+        (d["class_name"], d["bbox"]) for d in detections
+    ]
+    for person in enriched:
+        assert set(person["enrichments"]) == {"pose", "clothing", "reid", "depth"}
+        assert len(person["enrichments"]["pose"]["keypoints"]) == 17
 
 
 @pytest.mark.parametrize(

@@ -14,15 +14,19 @@ import pytest
 import torch
 from conftest import scene
 
-from hearthwatch.runtime.enrichers.base import EnrichItem
-from hearthwatch.runtime.enrichers.catalog import (
+from hearthwatch.runtime.enrichment.base import EnrichItem
+from hearthwatch.runtime.enrichment.catalog import (
     DEFAULT_MODELS_FILE,
     CatalogError,
     ZooModelConfig,
     load_catalog,
 )
-from hearthwatch.runtime.enrichment import EnrichmentService, EnrichRequestError, InputDetection
-from hearthwatch.runtime.zoo import ModelZoo, State, ZooFullError
+from hearthwatch.runtime.enrichment.service import (
+    EnrichmentService,
+    EnrichRequestError,
+    InputDetection,
+)
+from hearthwatch.runtime.zoo.registry import ModelZoo, State, ZooFullError
 
 CATALOG = Path(__file__).parent / "data" / "enrich_models.yml"
 PERSON = InputDetection("person", (40, 30, 140, 330))

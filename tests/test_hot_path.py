@@ -1,11 +1,11 @@
 """The GPU hot path's pieces that run on a CPU: batch buckets and padding for CUDA graphs with
 their per-bucket fall back, decoding and resizing through the device path, the device path of
-RT-DETR against its host path, overlap of preparing with running, and the compile cache."""
+RT-DETR against its host path (in process and in a server), overlap of preparing with running,
+and the compile cache."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -18,21 +18,26 @@ import numpy as np
 import pytest
 import torch
 from conftest import encode, scene
+from photos import photo
 from test_sources import CPU, PLAIN, TINY_RTDETR, no_fallback
 
-from hearthwatch.runtime.batcher import BatchingConfig
-from hearthwatch.runtime.detections import Detections
-from hearthwatch.runtime.device_images import (
+from hearthwatch.runtime.accel.graphs import BucketedGraphs, Forward, bucket_sizes
+from hearthwatch.runtime.accel.optimize import (
+    OptimizationSettings,
+    optimize_module,
+    use_compile_cache,
+)
+from hearthwatch.runtime.detection.base import Detector
+from hearthwatch.runtime.detection.detections import Detections
+from hearthwatch.runtime.detection.settings import RTDetrConfig
+from hearthwatch.runtime.imaging.decode import ImageError, check_encoded, decode_image
+from hearthwatch.runtime.imaging.device_decode import (
     UndecodableImagesError,
     decode_on_device,
-    resize_on_device,
 )
-from hearthwatch.runtime.graphs import BucketedGraphs, Forward, bucket_sizes
-from hearthwatch.runtime.images import ImageError, check_encoded, decode_image
-from hearthwatch.runtime.optimize import OptimizationSettings, optimize_module, use_compile_cache
-from hearthwatch.runtime.served_model import ServedModel
-from hearthwatch.runtime.sources.base import Detector
-from hearthwatch.runtime.sources.hf_rtdetr import RTDetrConfig
+from hearthwatch.runtime.imaging.preprocess import resize_on_device
+from hearthwatch.runtime.serving.batcher import BatchingConfig
+from hearthwatch.runtime.serving.served_model import ServedModel
 
 
 def test_buckets_are_powers_of_two_up_to_the_largest_batch() -> None:
@@ -133,6 +138,29 @@ def undecodable_jpeg() -> bytes:
     return good[: table + 5] + b"\xff" * 16 + good[table + 21 :]
 
 
+def assert_same_detections(got: Detections, expected: Detections, atol: float = 1e-4) -> None:
+    """Equal as sets of (box, score, class), boxes within 0.1 px (the server rounds them):
+    random weights tie scores, which may come in either order."""
+    assert len(got) == len(expected)
+    np.testing.assert_allclose(np.sort(got.scores), np.sort(expected.scores), atol=atol)
+    for box, score, class_id in zip(got.boxes, got.scores, got.class_ids, strict=True):
+        near = np.abs(expected.boxes - box).max(axis=1) <= 0.1
+        near &= (np.abs(expected.scores - score) <= atol) & (expected.class_ids == class_id)
+        assert near.any(), f"no {class_id} at {box} scoring {score} in {expected}"
+
+
+def tiny_rtdetr(**settings: Any) -> RTDetrConfig:
+    """Random weights; every one of the 50 best candidates kept, so each image has 50."""
+    return RTDetrConfig(
+        random_init=True,
+        config_overrides=TINY_RTDETR,
+        score_floor=0.0,
+        max_detections=50,
+        **settings,
+    )
+
+
+@pytest.mark.detections
 def test_an_undecodable_jpeg_fails_alone_and_the_rest_of_its_batch_is_served() -> None:
     good, broken = encode(scene(160, 160)), undecodable_jpeg()
     images = [check_encoded(good, 10**7), check_encoded(broken, 10**7)]
@@ -140,10 +168,11 @@ def test_an_undecodable_jpeg_fails_alone_and_the_rest_of_its_batch_is_served() -
         decode_on_device(images, CPU)
     assert list(caught.value.errors) == [1] and "Huffman" in str(caught.value.errors[1])
 
-    config = RTDetrConfig(
-        random_init=True, config_overrides=TINY_RTDETR, input_size=64, device_decode="on"
+    served = ServedModel(
+        "m",
+        tiny_rtdetr(input_size=64, device_decode="on").build(CPU, PLAIN, no_fallback),
+        BatchingConfig(max_batch_size=4, max_queue_delay_ms=200, max_queue_size=16),
     )
-    served = ServedModel("m", config.build(CPU, PLAIN, no_fallback), BatchingConfig(4, 200, 16))
     served.start(warmup=False)
 
     async def together() -> list[Any]:
@@ -155,7 +184,8 @@ def test_an_undecodable_jpeg_fails_alone_and_the_rest_of_its_batch_is_served() -
     finally:
         served.stop()
     assert isinstance(second, ImageError) and "could not be decoded" in str(second)
-    assert first.batch_size == 3 and len(first.detections) == len(third.detections)
+    assert first.batch_size == 3 and len(first.detections) == 50
+    assert_same_detections(third.detections, first.detections)
     assert served.stats.failures_by_reason["BAD_INPUT"] == 1
 
 
@@ -169,23 +199,22 @@ def test_resizing_on_the_device_matches_opencv() -> None:
         assert np.abs(resized.permute(1, 2, 0).numpy() - expected).mean() < 0.01
 
 
-def test_rtdetr_device_path_prepares_what_the_host_path_does() -> None:
-    def build(mode: str) -> Detector:
-        config = RTDetrConfig(
-            random_init=True, config_overrides=TINY_RTDETR, input_size=128, device_decode=mode
-        )
-        return config.build(CPU, PLAIN, no_fallback)
-
+@pytest.mark.detections
+def test_rtdetr_device_path_detects_what_the_host_path_does() -> None:
     torch.manual_seed(0)
-    on_device = build("on")
-    assert on_device.decodes_on_device and not build("auto").decodes_on_device
-    frame = scene(400, 300)
+    on_device = tiny_rtdetr(input_size=128, device_decode="on").build(CPU, PLAIN, no_fallback)
+    assert on_device.decodes_on_device
+    on_host = tiny_rtdetr(input_size=128, device_decode="auto").build(CPU, PLAIN, no_fallback)
+    assert not on_host.decodes_on_device
+    frame = photo(400)
     data = encode(frame)
     from_bytes = on_device.prepare([check_encoded(data, 10**7)])  # type: ignore[list-item]
     from_array = on_device.prepare([decode_image(data, 10**7)])
     assert (from_bytes.batch - from_array.batch).abs().mean() < 0.01  # type: ignore[attr-defined]
-    detections = on_device.finish(on_device.forward(from_bytes), from_bytes)
-    assert len(detections) == 1 and detections[0].boxes[:, 2].max() <= 400 * 1.5
+    (device,) = on_device.finish(on_device.forward(from_bytes), from_bytes)
+    (host,) = on_device.finish(on_device.forward(from_array), from_array)
+    assert len(device) == 50 and device.boxes[:, 2].max() <= 400 * 1.5
+    assert_same_detections(device, host, atol=0.01)
 
 
 class HandshakeDetector(Detector):
@@ -217,7 +246,12 @@ class HandshakeDetector(Detector):
 @pytest.mark.parametrize("overlap", [True, False])
 def test_the_next_batch_is_prepared_while_this_one_runs(overlap: bool) -> None:
     detector = HandshakeDetector()
-    served = ServedModel("m", detector, BatchingConfig(1, 0, 16), overlap=overlap)
+    served = ServedModel(
+        "m",
+        detector,
+        BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=16),
+        overlap=overlap,
+    )
     served.start(warmup=False)
 
     async def two() -> list[Any]:
@@ -254,23 +288,41 @@ def test_the_compile_cache_is_kept_in_the_configured_directory(tmp_path: Path) -
                 os.environ[key] = value
 
 
+@pytest.mark.detections
 def test_a_server_that_decodes_on_its_device_answers_as_the_host_path_does(
-    start_server: Any,
+    start_server: Any, tmp_path: Path
 ) -> None:
+    """The server decodes and resizes through the device path; the same weights here take the
+    host path (OpenCV decode and resize): both find the same detections."""
+    tiny_rtdetr().build(CPU, PLAIN, no_fallback).model.eager.model.save_pretrained(tmp_path)  # type: ignore[attr-defined]
     server = start_server(
         DETECTOR__TYPE="hf_rtdetr",
-        DETECTOR__RANDOM_INIT="true",
+        DETECTOR__PATH=str(tmp_path),
         DETECTOR__INPUT_SIZE="64",
+        DETECTOR__SCORE_FLOOR="0",
+        DETECTOR__MAX_DETECTIONS="50",
         DETECTOR__DEVICE_DECODE="on",
-        DETECTOR__CONFIG_OVERRIDES=json.dumps(TINY_RTDETR),
         MAX_QUEUE_DELAY_MS="50",
     )
+    host_path = RTDetrConfig(
+        path=tmp_path, input_size=64, score_floor=0.0, max_detections=50, device_decode="off"
+    ).build(CPU, PLAIN, no_fallback)
     url = f"{server.url}/detect?all_classes=true&confidence=0"
-    frame = scene(320, 240)
+    frame = photo(320)
     for data in (encode(frame), encode(frame, ".png")):
         reply = httpx.post(url, content=data, headers={"Content-Type": "image/*"}, timeout=30)
         assert reply.status_code == 200, reply.text
-        assert reply.json()["image"] == {"width": 320, "height": 240}
+        body = reply.json()
+        assert body["image"] == {"width": 320, "height": 375}
+        found = body["detections"]
+        served = Detections(
+            np.array([[d["bbox"][k] for k in ("x1", "y1", "x2", "y2")] for d in found]),
+            np.array([d["confidence"] for d in found]),
+            np.array([d["class_id"] for d in found]),
+        )
+        (expected,) = host_path.detect([decode_image(data, 10**7)])
+        assert len(served) == 50
+        assert_same_detections(served, expected, atol=0.01)
     bad = httpx.post(url, content=undecodable_jpeg(), headers={"Content-Type": "image/jpeg"})
     assert bad.status_code == 400 and "could not be decoded" in bad.json()["error"]
     truncated = encode(frame)[:-200]

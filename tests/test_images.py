@@ -5,7 +5,7 @@ import pytest
 from conftest import encode, jpeg, scene
 from test_hardening_http import jpeg_declaring, png_declaring
 
-from hearthwatch.runtime.images import ImageError, check_encoded, decode_image
+from hearthwatch.runtime.imaging.decode import ImageError, check_encoded, decode_image
 
 LIMIT = 50_000_000
 

@@ -4,12 +4,16 @@ request models, engine error mapping, the engine guard."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from hearthwatch.llm.admission import (
     Admission,
@@ -20,7 +24,10 @@ from hearthwatch.llm.admission import (
 from hearthwatch.llm.chunks import assemble
 from hearthwatch.llm.engines.openai_compat import OpenAICompatConfig
 from hearthwatch.llm.engines.vllm import VllmConfig
+from hearthwatch.llm.gateway import Exchange, GatewayError, LlmGateway
 from hearthwatch.llm.profiles import EngineFlags, ProfileError, load_profiles, select_profile
+from hearthwatch.llm.supervisor import EngineSupervisor
+from hearthwatch.runtime.observability.telemetry import GpuReading
 
 
 def test_admission_runs_queues_then_refuses() -> None:
@@ -39,6 +46,23 @@ def test_admission_runs_queues_then_refuses() -> None:
         gate.release()
         gate.release()
         assert gate.running == 0
+
+    asyncio.run(main())
+
+
+def test_a_free_place_is_taken_at_once_and_never_past_a_waiter() -> None:
+    async def main() -> None:
+        gate = Admission(max_running=1, max_waiting=1)
+        assert gate.try_acquire() and gate.running == 1
+        assert not gate.try_acquire()  # full
+        waiting = asyncio.ensure_future(gate.acquire(1))
+        await asyncio.sleep(0)
+        gate.release()  # the place goes to the waiter, not to whoever asks next
+        assert not gate.try_acquire()
+        await waiting
+        gate.release()
+        gate.close()
+        assert not gate.try_acquire() and gate.running == 0
 
     asyncio.run(main())
 
@@ -255,3 +279,287 @@ def test_a_tool_call_needs_its_type_and_content_may_be_null_only_beside_tool_cal
     for role in ("user", "tool"):
         with pytest.raises(ValidationError, match="'content' is required"):
             ChatRequest.model_validate({"messages": [{"role": role, "content": None}]})
+
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def _signals(monkeypatch: pytest.MonkeyPatch, nvml: str | None, cuda: str | None) -> None:
+    import torch
+
+    readings = [] if nvml is None else [GpuReading(0, nvml, "GPU-0", *[None] * 6)]
+    monkeypatch.setattr(
+        "hearthwatch.runtime.observability.telemetry.Nvml.read", lambda self: readings
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda is not None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: cuda)
+
+
+@pytest.mark.parametrize(
+    ("nvml", "cuda", "said"),
+    [(None, H100, "torch.cuda"), (H100, None, "NVML")],
+    ids=["nvml-failed", "cuda-failed"],
+)
+def test_when_one_gpu_signal_fails_the_profile_follows_the_other_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    nvml: str | None,
+    cuda: str | None,
+    said: str,
+) -> None:
+    from hearthwatch.app.services import llm_profile
+    from hearthwatch.config import Settings
+
+    _signals(monkeypatch, nvml, cuda)
+    with caplog.at_level(logging.INFO):
+        assert llm_profile(Settings()).name == "h100_80gb"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and H100 in warnings[0] and said in warnings[0]
+
+
+def test_agreeing_gpu_signals_choose_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hearthwatch.app.services import llm_profile
+    from hearthwatch.config import Settings
+
+    _signals(monkeypatch, None, None)
+    with caplog.at_level(logging.WARNING):
+        assert llm_profile(Settings()).name == "cpu"
+        _signals(monkeypatch, H100, H100)
+        assert llm_profile(Settings()).name == "h100_80gb"
+        assert llm_profile(Settings(use_gpu=False)).name == "cpu"
+    assert not caplog.records
+
+
+async def _trickling_engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An OpenAI-style SSE stream that sends a token every 0.2 s and never ends."""
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass  # the request head; the body is not needed
+    head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked"
+    writer.write(f"{head}\r\n\r\n".encode())
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    try:
+        while True:
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+    except (ConnectionError, asyncio.CancelledError):
+        writer.close()
+
+
+def test_a_trickling_engine_stream_ends_at_the_request_deadline() -> None:
+    async def scenario() -> tuple[GatewayError, float, int]:
+        server = await asyncio.start_server(_trickling_engine, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = OpenAICompatConfig(url=f"http://127.0.0.1:{port}", model="m")
+        supervisor = EngineSupervisor(config, EngineFlags())
+        gateway = LlmGateway(supervisor, load_profiles()["cpu"], CollectorRegistry(), timeout_s=1.0)
+        exchange = gateway.exchange("chat", {"messages": [{"role": "user", "content": "hi"}]})
+        received = 0
+
+        async def consume() -> None:
+            nonlocal received
+            async for _ in gateway.chunks(exchange):
+                received += 1
+
+        started = time.monotonic()
+        try:
+            with pytest.raises(GatewayError) as caught:
+                await asyncio.wait_for(consume(), 10)  # each read is quick: only a total ends it
+            return caught.value, time.monotonic() - started, received
+        finally:
+            await gateway.close()
+            server.close()
+
+    error, elapsed, received = asyncio.run(scenario())
+    assert (error.status, error.code) == (504, "timeout")
+    assert 0.9 <= elapsed < 3.0 and received >= 2
+
+
+def _chunk(model: str = "m", **fields: object) -> bytes:
+    body = {"id": "c1", "object": "chat.completion.chunk", "model": model, **fields}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _delta(content: str, model: str = "m") -> bytes:
+    return _chunk(model, choices=[{"index": 0, "delta": {"content": content}}])
+
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+def _relay(
+    pieces: list[bytes], body: dict[str, object]
+) -> tuple[list[list[bytes]], Exchange, dict[str, object]]:
+    """What the gateway makes of an engine whose SSE body arrives in ``pieces`` (one read
+    each): the batches it yields, the exchange, and the request the engine received."""
+    received: dict[str, object] = {}
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        received.update(json.loads(await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(0.05)  # each piece its own read
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[list[list[bytes]], Exchange]:
+        server = await asyncio.start_server(engine, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = OpenAICompatConfig(url=f"http://127.0.0.1:{port}", model="m")
+        gateway = LlmGateway(
+            EngineSupervisor(config, EngineFlags()), load_profiles()["cpu"], CollectorRegistry()
+        )
+        exchange = gateway.exchange("chat", body)
+        try:
+            return [batch async for batch in gateway.chunks(exchange)], exchange
+        finally:
+            await gateway.close()
+            server.close()
+
+    batches, exchange = asyncio.run(scenario())
+    return batches, exchange, received
+
+
+def test_the_relay_passes_the_engines_bytes_on_and_records_what_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hearthwatch.llm.gateway as gateway_module
+
+    parsed: list[bytes] = []
+
+    class CountingJson:
+        dumps = staticmethod(json.dumps)
+        JSONDecodeError = json.JSONDecodeError
+
+        @staticmethod
+        def loads(text: bytes) -> object:
+            parsed.append(text)
+            return json.loads(text)
+
+    monkeypatch.setattr(gateway_module, "json", CountingJson)
+    role = _chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": None}}])
+    split = _delta("Hel")
+    foreign = _delta("!", model="/models/other.gguf")
+    usage = _chunk(choices=[], usage=USAGE)
+    you = _chunk(choices=[{"index": 0, "delta": {"content": " you"}}], usage=None)  # as vLLM
+    pieces = [
+        b"data: " + role + b"\n\n",
+        b"data: " + split[:20],  # a chunk split across two reads
+        split[20:] + b"\n\n: a comment line\n\n",
+        b"data: " + _delta("l\u00e9") + b"\n\ndata: " + you + b"\n\n",  # one read, two
+        b"data: " + foreign + b"\r\n\r\n",
+        b"data: " + usage + b"\n\ndata: [DONE]\n\n",
+    ]
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 4}
+    batches, exchange, request = _relay(pieces, chat)
+    assert request["stream"] is True and request["model"] == "m"
+    assert request["stream_options"] == {"include_usage": True}
+    # as the engine sent them ("\\u00e9" escaped: a re-serialised chunk would carry "é")
+    assert batches[:3] == [[role], [split], [_delta("l\u00e9"), you]]
+    (renamed,) = batches[3]
+    assert json.loads(renamed) == {**json.loads(foreign), "model": "m"}
+    assert len(batches) == 4  # the usage chunk stays with the gateway: the client did not ask
+    assert exchange.usage == USAGE and exchange.first_token_at is not None
+    # parsed: up to the first token, the other model's chunk, the usage; the rest only relayed
+    assert parsed == [role, split, foreign, usage]
+
+    asked = {**chat, "stream_options": {"include_usage": True}}
+    batches, exchange, _ = _relay(pieces, asked)
+    assert batches[-1] == [usage] and exchange.usage == USAGE
+
+
+def test_a_failing_engine_stream_is_an_error_not_a_relayed_chunk() -> None:
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    error = json.dumps({"error": {"message": "out of memory at /src/x.cpp"}}).encode()
+    for pieces, status in (
+        ([b"data: " + _delta("a") + b"\n\n", b"data: " + error + b"\n\n"], 502),
+        ([b"data: " + _delta("a") + b"\n\n", b"data: {not json\n\n"], 503),
+        ([b"data: [1, 2]\n\n"], 503),
+    ):
+        with pytest.raises(GatewayError) as caught:
+            _relay(pieces, chat)
+        assert caught.value.status == status and "x.cpp" not in caught.value.message
+
+
+def test_a_closed_loop_point_leaves_out_its_warm_up_and_counts_streamed_tokens() -> None:
+    from hearthwatch.tuning.loadgen import Payload
+    from hearthwatch.tuning.method import measure_closed_point
+
+    served = 0
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        while head := await reader.readuntil(b"\r\n\r\n"):  # keep-alive: request after request
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            served += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+            writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+            events = [_delta("a"), _delta("b"), _delta("c"), _chunk(choices=[], usage=USAGE)]
+            for event in [b"data: " + e + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]:
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async def scenario() -> Any:
+        server = await asyncio.start_server(engine, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        payload = Payload(b"{}", {"Content-Type": "application/json"}, streamed=True)
+        try:
+            return await measure_closed_point(
+                f"http://127.0.0.1:{port}/v1/chat/completions", [payload], 2, 3, 1, 10
+            )
+        finally:
+            server.close()
+
+    point = asyncio.run(scenario())
+    assert served == 8 and (point.warmup_requests, point.requests, point.ok) == (2, 6, 6)
+    llm = point.extra["llm"]
+    assert llm["ttft_ms"]["samples"] == 6 and llm["ttft_ms"]["p95"] is None  # too few for a P95
+    assert llm["output_tokens_in_window"] == 6 * USAGE["completion_tokens"]
+    assert llm["output_tokens_per_s_total"] == pytest.approx(24 / point.window_s)
+    assert 5 < llm["tpot_ms"]["p50"] < 200  # the engine's 10 ms between events
+
+
+def test_an_engine_refusal_keeps_its_status_and_an_engine_gone_is_a_503() -> None:
+    async def refusing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"error": {"message": "the prompt exceeds the context (4096 tokens)"}}'
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def outcome(port: int) -> GatewayError:
+        config = OpenAICompatConfig(url=f"http://127.0.0.1:{port}", model="m")
+        gateway = LlmGateway(
+            EngineSupervisor(config, EngineFlags()), load_profiles()["cpu"], CollectorRegistry()
+        )
+        exchange = gateway.exchange("chat", {"messages": [{"role": "user", "content": "hi"}]})
+        with pytest.raises(GatewayError) as caught:
+            await gateway.complete(exchange)
+        return caught.value
+
+    async def scenario() -> tuple[GatewayError, GatewayError]:
+        server = await asyncio.start_server(refusing, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            refused = await outcome(port)
+        finally:
+            server.close()
+            await server.wait_closed()
+        return refused, await outcome(port)  # nothing listens there any more
+
+    refused, gone = asyncio.run(scenario())
+    assert refused.status == 400 and "4096 tokens" in refused.message
+    assert (gone.status, gone.code) == (503, "engine_unavailable")

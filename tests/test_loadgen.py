@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 
 from hearthwatch.tuning.loadgen import (
+    RequestRecord,
     burst,
     closed_loop,
     image_payloads,
@@ -70,15 +71,23 @@ def test_schedules_hold_the_rate() -> None:
         schedule(1, 1, "bursty")  # type: ignore[arg-type]
 
 
+def max_in_flight(records: list[RequestRecord]) -> int:
+    """The most requests sent and not yet answered at one time."""
+    events = sorted([(r.sent_s, 1) for r in records] + [(r.done_s, -1) for r in records])
+    return max(np.cumsum([step for _, step in events]))
+
+
 def test_known_delay_is_reproduced_at_the_offered_rate(delay_server: str) -> None:
+    """Every latency includes the server's 50 ms, and requests leave on their schedule, not
+    when earlier ones are answered: at 40/s (25 ms apart) two or more are out at once."""
     records = asyncio.run(open_loop(f"{delay_server}/sleep", BODY, rate=40, duration_s=2))
     summary = summarize(records, 40, 2)
     assert summary.sent == summary.ok == 80
-    latency = summary.latency_ms
-    assert DELAY_S * 1000 <= latency["p50"] < DELAY_S * 1000 + 25  # type: ignore[operator]
-    assert latency["p99"] < DELAY_S * 1000 + 60  # type: ignore[operator]
-    assert summary.achieved_rps == pytest.approx(40, rel=0.1)
-    assert not summary.fell_behind
+    assert [r.scheduled_s for r in records] == pytest.approx(list(schedule(40, 2, "constant")))
+    assert all(r.sent_s >= r.scheduled_s for r in records)  # never early
+    assert all(r.done_s - r.sent_s >= DELAY_S for r in records)
+    assert summary.latency_ms["p50"] >= DELAY_S * 1000  # type: ignore[operator]
+    assert max_in_flight(records) >= 2
 
 
 def test_rejections_are_counted_not_hidden(delay_server: str) -> None:
@@ -91,31 +100,33 @@ def test_rejections_are_counted_not_hidden(delay_server: str) -> None:
 def test_burst_sends_everything_at_once(delay_server: str) -> None:
     records = asyncio.run(burst(f"{delay_server}/sleep", BODY, 20))
     assert len(records) == 20 and all(r.status == 200 for r in records)
-    assert max(r.sent_s for r in records) < 0.05  # all left together
-    assert max(r.done_s for r in records) < 10 * DELAY_S  # in parallel: one by one takes 20×
+    assert max(r.sent_s for r in records) < min(r.done_s for r in records)  # all left together
+    assert max_in_flight(records) == 20
 
 
 def test_closed_loop_keeps_the_concurrency(delay_server: str) -> None:
     records = asyncio.run(closed_loop(f"{delay_server}/sleep", BODY, concurrency=4, count=20))
-    assert len(records) == 20
-    elapsed = max(r.done_s for r in records)
-    assert 5 * DELAY_S <= elapsed < 5 * DELAY_S + 0.15  # 20 requests, 4 at a time
+    assert len(records) == 20 and max_in_flight(records) == 4
+    assert max(r.done_s for r in records) >= 5 * DELAY_S  # 20 requests, 4 at a time
     timed = asyncio.run(closed_loop(f"{delay_server}/sleep", BODY, concurrency=2, duration_s=0.5))
-    assert 8 <= len(timed) <= 22
+    assert max_in_flight(timed) == 2
+    assert all(r.scheduled_s < 0.5 for r in timed)  # none started after the duration
+    assert 2 < len(timed) <= 2 * (0.5 / DELAY_S + 1)  # each client looped; 50 ms per request
     with pytest.raises(ValueError, match="exactly one"):
         asyncio.run(closed_loop(f"{delay_server}/sleep", BODY, concurrency=2))
 
 
 def test_profiles_verdicts_and_report_against_known_delays(delay_server: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # an SLA a loaded machine meets too: a second for a 50 ms answer
     plan = LoadTestPlan(
-        p95_sla_ms=DELAY_S * 1000 + 40, single_count=5, burst_size=8, rate=20, duration_s=1,
+        p95_sla_ms=DELAY_S * 1000 * 20, single_count=5, burst_size=8, rate=20, duration_s=1,
         sweep_start_rate=10, sweep_growth=2, sweep_max_steps=3,
     )  # fmt: skip
     results = run_load_test(f"{delay_server}/sleep", BODY, PROFILES, plan)
     by_name = {r.name: r for r in results}
     assert all(r.passed for r in results), [(r.name, r.summary) for r in results]
     single = by_name["single"].summary.latency_ms
-    assert DELAY_S * 1000 <= single["p50"] < DELAY_S * 1000 + 25  # type: ignore[operator]
+    assert single["p50"] >= DELAY_S * 1000  # type: ignore[operator]
     sweep = by_name["sweep"]
     assert [round(s.summary.offered_rps) for s in sweep.steps] == [10, 20, 40]
     assert "never broke" in sweep.note

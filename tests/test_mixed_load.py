@@ -10,15 +10,14 @@ import contextlib
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
-import matplotlib.cbook
 import pytest
 from conftest import Server, llm_env
+from photos import photo_jpeg
 from test_hardening_batches import thin_png
 
-PHOTO = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()  # type: ignore[arg-type]
+PHOTO = photo_jpeg()
 CHAT = [{"role": "user", "content": "Is the porch light on?"}]
 ARRIVALS = 60  # ten of each kind
 
@@ -153,12 +152,14 @@ def test_valid_requests_succeed_under_mixed_hostile_load(server: Server) -> None
             assert 400 <= status < 500, (kind, status)
         elif kind == "leave_stream":
             assert status in (200, 503), (kind, status)
+    # requests whose clients left finish on the server (8 tokens at most), then free their
+    # slots; how soon depends on the machine's load, so the limit only catches a leak
     while True:
         sessions = server.metric("hearthwatch_llm_active_sessions")
         queued = server.metric("hearthwatch_llm_queue_depth")
         if sessions == 0 and queued == 0:
             break
-        assert time.monotonic() - last_client < 2.0, (sessions, queued)
+        assert time.monotonic() - last_client < 120, ("slots held", sessions, queued)
         time.sleep(0.05)
     ok = httpx.post(
         f"{server.url}/v1/chat/completions", json={"messages": CHAT, "max_tokens": 4}, timeout=60

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hearthwatch.api.app import create_app
+from hearthwatch.app.server import create_app
 from hearthwatch.config import Settings
 
 METHODS = ("get", "post", "put", "patch", "delete")

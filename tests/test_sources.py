@@ -1,21 +1,29 @@
+"""Detector sources on the CPU: HOG, torchvision, RT-DETR, ONNX and TorchScript exports, the YOLO
+layouts and letterbox, and the optimisation passes' fall backs."""
+
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import scene
+from photos import photo
 
-from hearthwatch.runtime.optimize import OptimizationSettings, optimize_module
-from hearthwatch.runtime.sources.hf_rtdetr import RTDetrConfig
-from hearthwatch.runtime.sources.hog import HogConfig
-from hearthwatch.runtime.sources.letterbox import letterbox, unletterbox
-from hearthwatch.runtime.sources.onnx_source import OnnxConfig
-from hearthwatch.runtime.sources.torchscript_source import TorchScriptConfig
-from hearthwatch.runtime.sources.torchvision_source import TorchvisionConfig
-from hearthwatch.runtime.sources.yolo_layouts import decode, infer_layout
+from hearthwatch.runtime.accel.optimize import OptimizationSettings, optimize_module
+from hearthwatch.runtime.detection.base import Detector
+from hearthwatch.runtime.detection.settings import (
+    HogConfig,
+    OnnxConfig,
+    RTDetrConfig,
+    TorchScriptConfig,
+    TorchvisionConfig,
+)
+from hearthwatch.runtime.detection.yolo_layouts import decode, infer_layout
+from hearthwatch.runtime.imaging.letterbox import letterbox, unletterbox
 
 CPU = torch.device("cpu")
 PLAIN = OptimizationSettings()
@@ -34,17 +42,27 @@ def no_fallback(name: str, reason: str) -> None:
     raise AssertionError(f"unexpected fallback {name}: {reason}")
 
 
+@pytest.mark.detections
 def test_hog_runs_a_batch_and_maps_boxes_to_the_original_size() -> None:
-    detector = HogConfig(max_side=320, score_floor=0.0).build(CPU, PLAIN, no_fallback)
-    frames = [scene(960, 720, seed) for seed in range(3)]
+    """Each frame is scaled down to ``max_side`` (1024 x 1200 → 256 x 300) and its boxes are
+    those found at that scale, mapped back to the frame's own pixels."""
+    detector = HogConfig(max_side=300).build(CPU, PLAIN, no_fallback)
+    frames = [photo(1024), scene(960, 720), np.ascontiguousarray(photo(1024)[:, ::-1])]
     results = detector.detect(frames)
-    assert len(results) == 3
-    for det in results:
-        assert det.boxes.shape[1] == 4 and len(det.scores) == len(det.class_ids)
-        if len(det):
-            assert det.boxes[:, 2].max() <= 960 * 1.01 and det.boxes[:, 3].max() <= 720 * 1.01
-            assert ((det.scores >= 0) & (det.scores <= 1)).all()
-    assert detector.class_names == ("person",)
+    assert len(results) == 3 and detector.class_names == ("person",)
+    assert len(results[0]) >= 1 and len(results[2]) >= 1
+    unscaled = HogConfig().build(CPU, PLAIN, no_fallback)
+    for frame, det in zip(frames, results, strict=True):
+        height, width = frame.shape[:2]
+        factor = 300 / max(height, width)
+        small = cv2.resize(
+            frame, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA
+        )
+        (seen,) = unscaled.detect([small])
+        np.testing.assert_array_equal(det.scores, seen.scores)
+        np.testing.assert_allclose(det.boxes, seen.boxes / factor, rtol=1e-6)
+        assert ((det.boxes >= 0) & (det.boxes <= [width, height, width, height])).all()
+        assert ((det.scores >= 0.3) & (det.scores <= 1)).all()
 
 
 def test_hog_answers_frames_smaller_than_its_window() -> None:
@@ -53,16 +71,27 @@ def test_hog_answers_frames_smaller_than_its_window() -> None:
     assert [len(d) for d in tiny] == [0, 0]
 
 
+def scoring_everything(detector: Detector) -> Detector:
+    """Drop torchvision's own 0.05 score floor: random weights score each of 91 classes at
+    about 1/91, so under it they find nothing at all."""
+    detector.model.eager.roi_heads.score_thresh = 0.0  # type: ignore[attr-defined]
+    return detector
+
+
+@pytest.mark.detections
 def test_torchvision_random_init_detects_in_image_coordinates() -> None:
+    """The model sees 200 x 150 and 133 x 200 (min_size 160, max_size 200); boxes come back in
+    320 x 240 and 200 x 300."""
     config = TorchvisionConfig(random_init=True, score_floor=0.0, min_size=160, max_size=200)
-    detector = config.build(CPU, PLAIN, no_fallback)
+    detector = scoring_everything(config.build(CPU, PLAIN, no_fallback))
     results = detector.detect([scene(320, 240), scene(200, 300, 1)])
     assert len(results) == 2
     assert detector.class_names[1] == "person"
     for det, (w, h) in zip(results, [(320, 240), (200, 300)], strict=True):
-        assert det.boxes.dtype == np.float32
-        if len(det):
-            assert det.boxes[:, 2].max() <= w + 1 and det.boxes[:, 3].max() <= h + 1
+        assert len(det) == 100  # torchvision's detections_per_img
+        assert det.boxes.dtype == np.float32 and (det.boxes >= 0).all()
+        assert 0.7 * w < det.boxes[:, 2].max() <= w + 1
+        assert 0.7 * h < det.boxes[:, 3].max() <= h + 1
 
 
 def test_torchvision_refuses_shapes_its_resize_would_shrink_to_nothing() -> None:
@@ -92,29 +121,41 @@ def test_torchvision_needs_weights_or_an_explicit_random_init(tmp_path: Path) ->
         missing.build(CPU, PLAIN, no_fallback)
 
 
+@pytest.mark.detections
 def test_torchvision_loads_a_local_weights_file(tmp_path: Path) -> None:
     sizes = {"min_size": 160, "max_size": 200, "score_floor": 0.0}
     random = TorchvisionConfig(random_init=True, **sizes).build(CPU, PLAIN, no_fallback)
     path = tmp_path / "weights.pth"
     torch.save(random.model.eager.state_dict(), path)  # type: ignore[attr-defined]
     loaded = TorchvisionConfig(weights=path, **sizes).build(CPU, PLAIN, no_fallback)
-    frame = scene(320, 240)
-    expected, got = random.detect([frame])[0], loaded.detect([frame])[0]
+    other = TorchvisionConfig(random_init=True, **sizes).build(CPU, PLAIN, no_fallback)
+    frame = photo(320)
+    expected, got, unrelated = (
+        scoring_everything(d).detect([frame])[0] for d in (random, loaded, other)
+    )
+    assert len(expected) > 0 and len(got) == len(expected)
     np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5)
     np.testing.assert_allclose(got.boxes, expected.boxes, rtol=1e-4, atol=1e-3)
+    assert not np.allclose(unrelated.boxes, expected.boxes, atol=1e-3)  # weights matter
 
 
+@pytest.mark.detections
 def test_rtdetr_v2_from_a_local_directory(tmp_path: Path) -> None:
-    random = RTDetrConfig(random_init=True, config_overrides=TINY_RTDETR, input_size=128)
+    settings = {"input_size": 128, "score_floor": 0.0, "max_detections": 50}
+    random = RTDetrConfig(random_init=True, config_overrides=TINY_RTDETR, **settings)
     built = random.build(CPU, PLAIN, no_fallback)
     built.model.eager.model.save_pretrained(tmp_path)  # type: ignore[attr-defined]
-    loaded = RTDetrConfig(path=tmp_path, input_size=128, score_floor=0.0, max_detections=50)
-    detector = loaded.build(CPU, PLAIN, no_fallback)
+    detector = RTDetrConfig(path=tmp_path, **settings).build(CPU, PLAIN, no_fallback)
     assert detector.class_names[:3] == ("person", "bicycle", "car")
-    results = detector.detect([scene(200, 100), scene(64, 64, 1)])
+    frames = [photo(200), scene(64, 64, 1)]
+    results = detector.detect(frames)
     assert [len(r) for r in results] == [50, 50]
     assert results[0].boxes[:, 0].min() >= -200 and results[0].scores.max() <= 1
     assert np.all(np.diff(results[0].scores) <= 0)  # best first
+    for got, expected in zip(results, built.detect(frames), strict=True):
+        np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5)
+        np.testing.assert_allclose(got.boxes, expected.boxes, rtol=1e-4, atol=1e-3)
+        np.testing.assert_array_equal(got.class_ids, expected.class_ids)
     with pytest.raises(FileNotFoundError, match="config.json"):
         RTDetrConfig(path=tmp_path / "empty").build(CPU, PLAIN, no_fallback)
 
@@ -162,6 +203,7 @@ def export_onnx(path: Path, size: int) -> None:
     )
 
 
+@pytest.mark.detections
 def test_onnx_yolov8_export_decodes_to_original_pixels(tmp_path: Path) -> None:
     path = tmp_path / "yolo.onnx"
     export_onnx(path, 64)
@@ -178,6 +220,7 @@ def test_onnx_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         OnnxConfig(path=tmp_path / "missing.onnx").build(CPU, PLAIN, no_fallback)
 
 
+@pytest.mark.detections
 def test_torchscript_export_runs_the_same_decoding(tmp_path: Path) -> None:
     path = tmp_path / "yolo.pt"
     torch.jit.trace(PlantedYolo(64), torch.rand(1, 3, 64, 64)).save(str(path))
@@ -269,7 +312,7 @@ def test_a_failing_precision_pass_falls_back_to_fp32(monkeypatch: pytest.MonkeyP
 def test_sources_keep_every_optimisation_setting_they_do_not_override(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hearthwatch.runtime.sources import torchscript_source, torchvision_source
+    from hearthwatch.runtime.detection import torchscript_source, torchvision_source
 
     seen: list[OptimizationSettings] = []
     for module in (torchscript_source, torchvision_source):

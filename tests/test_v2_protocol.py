@@ -11,7 +11,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import Server, jpeg, scene
+from conftest import Server, encode, jpeg
+from photos import photo, photo_jpeg, two_people
 from tritonclient.utils import InferenceServerException
 
 ZOO_CATALOG = Path(__file__).parent / "data" / "enrich_models.yml"
@@ -66,9 +67,13 @@ def _image_input(frames: list[bytes], binary: bool) -> triton.InferInput:
     return tensor
 
 
+@pytest.mark.detections
 @pytest.mark.parametrize("binary", [True, False])
-def test_infer_with_encoded_images(client: triton.InferenceServerClient, binary: bool) -> None:
-    frames = [jpeg(320, 240, 1), jpeg(640, 480, 2)]
+def test_infer_with_encoded_images(
+    hog_server: Server, client: triton.InferenceServerClient, binary: bool
+) -> None:
+    """What /detect finds in each image, padded to the batch's most detections."""
+    frames = [photo_jpeg(), encode(two_people(), ".png")]
     outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in OUTPUTS]
     result = client.infer(
         "detector",
@@ -80,13 +85,19 @@ def test_infer_with_encoded_images(client: triton.InferenceServerClient, binary:
     counts = result.as_numpy("num_detections")
     assert counts.shape == (2, 1) and counts.dtype == np.int32
     most = int(counts.max())
-    assert result.as_numpy("detection_boxes").shape == (2, most, 4)
-    assert result.as_numpy("detection_scores").shape == (2, most)
+    boxes, scores = result.as_numpy("detection_boxes"), result.as_numpy("detection_scores")
     labels = result.as_numpy("detection_labels")
-    assert labels.shape == (2, most)
-    for i, n in enumerate(counts[:, 0]):
+    assert boxes.shape == (2, most, 4) and scores.shape == (2, most) and labels.shape == (2, most)
+    assert 0 < counts[0, 0] < counts[1, 0], counts  # the two-person frame has more
+    for i, (n, frame) in enumerate(zip(counts[:, 0], frames, strict=True)):
+        reply = httpx.post(f"{hog_server.url}/detect?confidence=0.3", content=frame, timeout=30)
+        expected = reply.json()["detections"]
+        assert n == len(expected)
+        np.testing.assert_allclose(scores[i, :n], [d["confidence"] for d in expected], atol=1e-4)
+        corners = [[d["bbox"][k] for k in ("x1", "y1", "x2", "y2")] for d in expected]
+        np.testing.assert_allclose(boxes[i, :n], corners, atol=0.06)
         assert all(label in (b"person", "person") for label in labels[i, :n])
-        assert (result.as_numpy("detection_scores")[i, :n] >= 0.3).all()
+        assert (scores[i, n:] == 0).all() and (boxes[i, n:] == 0).all()  # padding
     assert result.get_response()["id"] == "r1"
 
 
@@ -97,14 +108,21 @@ def test_default_request_gets_binary_outputs(client: triton.InferenceServerClien
     assert result.as_numpy("num_detections").shape == (1, 1)
 
 
+@pytest.mark.detections
 def test_infer_with_raw_pixels_in_json(client: triton.InferenceServerClient) -> None:
-    pixels = np.stack([scene(64, 48, 0), scene(64, 48, 1)])
+    """Pixels sent as numbers find what the same pixels sent as PNGs find."""
+    pixels = np.stack([photo(160), photo(160)[:, ::-1]])  # 160 x 188: one person each
     tensor = triton.InferInput("IMAGE_RGB", list(pixels.shape), "UINT8")
     tensor.set_data_from_numpy(pixels, binary_data=False)
-    wanted = [triton.InferRequestedOutput("num_detections", binary_data=False)]
+    wanted = [triton.InferRequestedOutput(name, binary_data=False) for name in OUTPUTS[:3]]
     result = client.infer("detector", [tensor], outputs=wanted)
-    assert result.as_numpy("num_detections").shape == (2, 1)
-    assert result.as_numpy("detection_boxes") is None  # only what was asked for
+    assert result.as_numpy("num_detections").tolist() == [[1], [1]]
+    assert result.as_numpy("detection_labels") is None  # only what was asked for
+    as_png = client.infer(
+        "detector", [_image_input([encode(p, ".png") for p in pixels], True)], outputs=wanted
+    )
+    for name in OUTPUTS[:3]:
+        np.testing.assert_array_equal(result.as_numpy(name), as_png.as_numpy(name))
 
 
 def test_stats_count_inferences_and_give_percentiles(client: triton.InferenceServerClient) -> None:
@@ -339,16 +357,18 @@ def test_binary_sizes_must_match_the_body(
     assert reply.status_code == 400 and fragment in reply.json()["error"]
 
 
+@pytest.mark.detections
 def test_nested_and_flat_json_data_are_the_same_tensor(hog_server: Server) -> None:
-    pixels = scene(16, 12, 4)[None]
+    pixels = photo(160)[None]
     nested = {"name": "IMAGE_RGB", "datatype": "UINT8", "shape": list(pixels.shape)}
-    wanted = [{"name": "num_detections"}]
+    wanted = [{"name": "num_detections"}, {"name": "detection_boxes"}]
     answers = []
     for data in (pixels.tolist(), pixels.reshape(-1).tolist()):
         reply = _post(hog_server, _header([{**nested, "data": data}], outputs=wanted))
         assert reply.status_code == 200, reply.text
         answers.append(reply.json()["outputs"])
-    assert answers[0] == answers[1] and answers[0][0]["shape"] == [1, 1]
+    assert answers[0][0]["shape"] == [1, 1] and answers[0][0]["data"] == [1]
+    assert answers[0] == answers[1]
 
 
 def test_a_json_part_over_the_limit_is_413_naming_it(hog_server: Server) -> None:

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hearthwatch.runtime.zoo import (
+from hearthwatch.runtime.zoo.registry import (
     ModelLoader,
     ModelOutOfMemoryError,
     ModelZoo,
@@ -248,7 +248,7 @@ def test_the_budget_holds_under_a_random_workload(
 
 
 def test_the_budget_is_a_size_or_a_fraction_of_free_memory_minus_a_reserve() -> None:
-    from hearthwatch.runtime.zoo_memory import GIB, available_host_bytes, budget_bytes
+    from hearthwatch.runtime.zoo.memory import GIB, available_host_bytes, budget_bytes
 
     cpu = torch.device("cpu")
     assert budget_bytes(cpu, 6.8, 0.5, 1.0) == int(6.8 * GIB)
@@ -260,8 +260,8 @@ def test_the_budget_is_a_size_or_a_fraction_of_free_memory_minus_a_reserve() -> 
         budget_bytes(cpu, None, 0.5, free / GIB)
 
 
-def test_module_loader_measures_on_the_host_and_reloads_without_a_rebuild() -> None:
-    from hearthwatch.runtime.zoo_loader import module_bytes, module_loader
+def test_module_loader_measures_on_the_host_and_reloads_a_copy_without_a_rebuild() -> None:
+    from hearthwatch.runtime.zoo.loader import module_bytes, module_loader
 
     builds: list[int] = []
 
@@ -276,12 +276,76 @@ def test_module_loader_measures_on_the_host_and_reloads_without_a_rebuild() -> N
     assert warmed == [loaded.module]
     assert loader.offload is not None
     kept = loader.offload(loaded)
-    assert kept is not None
+    assert kept is not None and kept.module is not loaded.module  # a separate host copy
+    assert kept.module.weight.data_ptr() != loaded.module.weight.data_ptr()
+    loader.release(loaded)
+    assert loaded.module.weight.device.type == "meta"  # the serving copy is dropped
     again = loader.load(kept)
-    assert again.module is loaded.module and len(builds) == 1 and len(warmed) == 1
+    assert again.module is not kept.module and again.module is not loaded.module
+    assert torch.equal(again.module.weight, kept.module.weight)
+    assert loader.measure(again) == module_bytes(again.module)
+    assert len(builds) == 1 and len(warmed) == 1  # copied back, neither rebuilt nor warmed
     stingy = module_loader(build, torch.device("cpu"), torch.float32, warmed.append, 1 << 60)
     assert stingy.offload is not None
     assert stingy.offload(stingy.load(None)) is None  # no host room for a copy
+
+
+def test_a_cpu_reload_serves_a_copy_of_the_weights_with_the_same_outputs() -> None:
+    """Evict and reload through the zoo on a CPU: the module served afterwards holds fresh
+    tensors (none of the old objects, none of the old storage, which is kept alive here so its
+    addresses cannot be reused), the old serving copy is gone, the outputs are identical and
+    the accounting (footprint = module bytes, loads by source) holds."""
+    from hearthwatch.runtime.zoo.loader import module_bytes, module_loader
+
+    builds: list[int] = []
+
+    def build() -> torch.nn.Module:
+        builds.append(1)
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4),
+        )  # fmt: skip
+
+    frames = torch.randn(2, 3, 16, 16)
+
+    def warmup(module: torch.nn.Module) -> None:
+        with torch.no_grad():
+            module(frames)
+
+    zoo = ModelZoo(10 * 1024 * KIB)
+    zoo.register(
+        "m", Priority.LOW, module_loader(build, torch.device("cpu"), torch.float32, warmup, 0)
+    )
+
+    async def main() -> None:
+        async with zoo.lease("m", 5) as first:
+            served = first.module
+            tensors = [*served.parameters(), *served.buffers()]
+            originals = [t.detach() for t in tensors]  # the old storage, kept alive
+            with torch.no_grad():
+                expected = served(frames)
+            footprint = first.footprint
+        assert footprint == module_bytes(served) == zoo.resident_bytes
+        await zoo.evict("m")
+        assert zoo.state("m") is State.ON_HOST and zoo.resident_bytes == 0
+        assert all(p.device.type == "meta" for p in served.parameters())  # serving copy dropped
+        async with zoo.lease("m", 5) as second:
+            again = second.module
+            fresh = [*again.parameters(), *again.buffers()]
+            assert again is not served
+            assert not any(a is b for a in fresh for b in tensors)
+            old_storage = {o.untyped_storage().data_ptr() for o in originals}
+            assert old_storage.isdisjoint(t.untyped_storage().data_ptr() for t in fresh)
+            assert all(torch.equal(a, b) for a, b in zip(fresh, originals, strict=True))
+            with torch.no_grad():
+                assert torch.equal(again(frames), expected)
+            assert second.footprint == module_bytes(again) == footprint == zoo.resident_bytes
+
+    asyncio.run(main())
+    stats = next(s for s in zoo.stats() if s.name == "m")
+    assert (stats.loads_from_disk, stats.loads_from_host, stats.evictions) == (1, 1, 1)
+    assert stats.footprint_bytes == stats.resident_bytes and len(builds) == 1
 
 
 def test_a_failed_load_wakes_a_load_waiting_for_its_room() -> None:

@@ -1,66 +1,107 @@
-"""``hearthwatch <command>``: serve, config, detect, gpu, tune, loadtest."""
+"""``hearthwatch <command>``: serve, config, detect, gpu, tune, loadtest.
+
+``serve`` builds and runs the app through the composition root (:mod:`hearthwatch.app`);
+``tune`` and ``loadtest`` are client-side tools (:mod:`hearthwatch.tuning`) behind the
+``tuning`` extra, imported only when they run, so the server never imports them or matplotlib.
+
+``serve`` checks, before anything loads, the LLM profile it will run (chosen once and pinned)
+and the LLM engine's model; without the default model the LLM service starts disabled, saying
+in one log line how to enable it, unless the LLM was configured explicitly (then it is an
+error). Commands run on the main thread; nothing here is shared between threads.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from hearthwatch.config import ConfigError, LoadedSettings, load_settings
+from hearthwatch.config import (
+    DEFAULT_TUNED_FILE,
+    ConfigError,
+    LoadedSettings,
+    Settings,
+    load_settings,
+)
+
+log = logging.getLogger(__name__)
 
 
-def _load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> LoadedSettings:
+class MissingExtraError(RuntimeError):
+    """A command needs packages of an extra that is not installed."""
+
+
+@contextlib.contextmanager
+def _tuning_extra(command: str) -> Iterator[None]:
+    """The imports of a client-side tool: a package of the ``tuning`` extra that is missing
+    is reported with the command that installs it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "hearthwatch":
+            raise
+        raise MissingExtraError(
+            f"`hearthwatch {command}` needs the tuning extra ({exc.name} is not installed): "
+            "pip install 'hearthwatch[tuning]'"
+        ) from None
+
+
+def _load(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, *, tuned: bool = True
+) -> LoadedSettings:
     overrides = {}
     for name in ("host", "port"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return load_settings(args.config, environ=environ, overrides=overrides)
+    return load_settings(args.config, environ=environ, overrides=overrides, tuned=tuned)
+
+
+def _llm_configured(loaded: LoadedSettings) -> bool:
+    """Whether any LLM setting (LLM_ENABLED, LLM_PROFILE, LLM_ENGINE__…) was given."""
+    return any(name.startswith("llm_") for name in loaded.sources)
+
+
+def _checked_llm(loaded: LoadedSettings) -> Settings:
+    """The settings to serve: the LLM profile chosen here and pinned, so the server runs the
+    profile that was checked; the LLM disabled, in one log line, when its default model is
+    missing. A missing model of an explicitly configured LLM raises."""
+    settings = loaded.settings
+    if not settings.llm_enabled:
+        return settings
+    try:
+        settings.llm_engine.check()
+    except FileNotFoundError as exc:
+        if _llm_configured(loaded):
+            raise
+        log.warning("LLM service disabled: %s; LLM_ENABLED=false silences this line", exc)
+        return settings.model_copy(update={"llm_enabled": False})
+    from hearthwatch.app.services import llm_profile
+
+    profile = llm_profile(settings)  # an unknown profile stops here, not at start-up
+    return settings.model_copy(update={"llm_profile": profile.name})
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from hearthwatch.app.server import serve
 
-    from hearthwatch.api.app import (
-        CANCEL_WAIT_S,
-        DrainingServer,
-        RequestDrain,
-        create_app,
-        drain_services,
-    )
-
-    settings = _load(args).settings
-    if settings.llm_enabled:
-        from hearthwatch.api.services import llm_profile
-
-        llm_profile(settings)  # an unknown profile or a missing model stops here, not later
-        settings.llm_engine.check()
-    if settings.enrich_enabled:
-        from hearthwatch.runtime.enrichers.catalog import DEFAULT_MODELS_FILE, load_catalog
-
-        load_catalog(settings.enrich_models_file or DEFAULT_MODELS_FILE, settings.models_dir)
+    loaded = _load(args)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=loaded.settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per engine request
-    served = create_app(settings)
-    app = RequestDrain(served, on_drain=lambda: drain_services(served))
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
-        access_log=False,
-        # after the drain, what is left (WebSockets) gets this long before it is cancelled
-        timeout_graceful_shutdown=CANCEL_WAIT_S,
-    )
-    DrainingServer(config, app, settings.shutdown_grace_s).run()
+    settings = _checked_llm(loaded)
+    if settings.enrich_enabled:
+        from hearthwatch.runtime.enrichment.catalog import DEFAULT_MODELS_FILE, load_catalog
+
+        load_catalog(settings.enrich_models_file or DEFAULT_MODELS_FILE, settings.models_dir)
+    serve(settings)
     return 0
 
 
@@ -103,7 +144,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_gpu(args: argparse.Namespace) -> int:
-    from hearthwatch.runtime.telemetry import TelemetrySampler
+    from hearthwatch.runtime.observability.telemetry import TelemetrySampler
 
     print(json.dumps(TelemetrySampler().sample().as_dict(), indent=2))
     return 0
@@ -137,33 +178,50 @@ def cmd_tune(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     if args.show and args.output:  # show what a server reading that file would apply
         environ["TUNED_CONFIG_FILE"] = args.output
-    loaded = _load(args, environ)
-    settings = loaded.settings
-    path = Path(args.output) if args.output else settings.tuned_config_file
     if args.show:
-        return _show_tuned(loaded, path)
+        return _show_tuned(_load(args, environ))
+    settings = _load(args, environ, tuned=False).settings  # the file may not exist yet
+    path = Path(args.output or settings.tuned_config_file or DEFAULT_TUNED_FILE)
 
     import tempfile
+    from dataclasses import asdict
     from datetime import UTC, datetime
 
-    from hearthwatch.tuning.choice import choose
-    from hearthwatch.tuning.environment import record_header
-    from hearthwatch.tuning.loadgen import image_payloads
-    from hearthwatch.tuning.report import plot_tuning
-    from hearthwatch.tuning.tuner import SweepPlan, run_sweep, write_tuned
+    with _tuning_extra("tune"):
+        from hearthwatch.tuning.choice import choose
+        from hearthwatch.tuning.environment import record_header
+        from hearthwatch.tuning.loadgen import image_payloads
+        from hearthwatch.tuning.method import Method, Sanity
+        from hearthwatch.tuning.report import plot_tuning
+        from hearthwatch.tuning.tuner import SweepPlan, run_sweep, write_tuned
 
-    plan = SweepPlan(
-        tuple(args.batch_sizes), tuple(args.queue_delays_ms), args.duration, args.warmup
+    method = Method(
+        window_s=args.window,
+        warmup_s=args.warmup,
+        min_requests=args.min_requests,
+        repeats=1,
+        sla_p95_ms=args.p95_sla_ms,
+        resolution=args.resolution,
+        max_probes=args.max_probes,
     )
+    plan = SweepPlan(tuple(args.batch_sizes), tuple(args.queue_delays_ms), method, args.start_rps)
     # the sweep's batching goes in by environment, above the file; the vision path alone
-    env = {"LOG_LEVEL": "warning", "LLM_ENABLED": "false"}
+    env = {"LOG_LEVEL": "warning", "LLM_ENABLED": "false", "TUNED_CONFIG_FILE": ""}
     if args.config:
         env["HEARTHWATCH_CONFIG"] = str(Path(args.config).resolve())
     payloads = image_payloads(_images(args))
     with tempfile.TemporaryDirectory() as logs:
-        points = run_sweep(env, payloads, plan, Path(logs))
-    choice = choose(points, args.p95_sla_ms, args.memory_reserve_percent)
+        measured = run_sweep(env, payloads, plan, Path(logs))
+    points = [m.point for m in measured]
+    choice = choose(
+        points, resolution=method.resolution, memory_reserve_percent=args.memory_reserve_percent
+    )
     print(f"choice: {choice.point}\nrule: {choice.reason}")
+    sanity = Sanity()
+    for m in measured:
+        if m.knee.knee is not None:
+            label = f"batch {m.point.batch_size}, delay {m.point.queue_delay_ms:g} ms, knee"
+            sanity.point(label, m.knee.knee)
     report_dir = Path(args.report)
     report_dir.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -171,15 +229,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "memory_reserve_percent": args.memory_reserve_percent,
         "detector": settings.detector.type,
         "images": len(payloads),
+        "method": {**method.describe(), "warmup_bursts": [plan.warmup_burst] * 2},
     }
     report = {
         **record_header(),
         **meta,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": settings.model_name,
-        "choice": None if choice.point is None else choice.point.__dict__,
+        "choice": None if choice.point is None else asdict(choice.point),
         "reason": choice.reason,
-        "sweep": [p.__dict__ for p in points],
+        "sweep": [asdict(p) for p in points],
+        "searches": [{**m.knee.as_dict(), "note": m.note} for m in measured],
+        "sanity": sanity.as_dict(),
     }
     (report_dir / "tune_report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_tuning(points, choice, args.p95_sla_ms, report_dir / "tune.png")
@@ -188,20 +249,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print("hearthwatch: nothing written: no configuration met the rule", file=sys.stderr)
         return 1
     write_tuned(path, settings.model_name, choice, points, meta)
-    print(f"wrote {path}; `hearthwatch serve` applies it at start")
+    if settings.tuned_config_file is not None and settings.tuned_config_file == path:
+        print(f"wrote {path}; `hearthwatch serve` applies it at start")
+    else:
+        print(f"wrote {path}; `hearthwatch serve` applies it with TUNED_CONFIG_FILE={path}")
     return 0
 
 
-def _show_tuned(loaded: LoadedSettings, path: Path) -> int:
+def _show_tuned(loaded: LoadedSettings) -> int:
     from hearthwatch.config import TUNED_KEYS, read_tuned
 
-    entry = read_tuned(path).get("models", {}).get(loaded.settings.model_name)
-    if entry is None:
-        print(f"no tuned configuration for {loaded.settings.model_name} in {path}")
+    path, model = loaded.settings.tuned_config_file, loaded.settings.model_name
+    entry = None if path is None else read_tuned(path).get("models", {}).get(model)
+    if path is None:
+        print("no tuned file is applied: name one with TUNED_CONFIG_FILE (or tune --output)")
+    elif entry is None:
+        print(f"no tuned configuration for {model} in {path}")
     else:
-        measured = entry.get("measured", {})
         print(f"{path} ({entry.get('tuned_at', '?')}): {entry.get('reason', '')}")
-        print(f"  measured: {json.dumps(measured)}")
+        print(f"  measured: {json.dumps(entry.get('measured', {}))}")
     for row in loaded.describe():
         if row.name in TUNED_KEYS:
             print(f"{row.name} = {row.value}  ({row.source})")
@@ -209,9 +275,10 @@ def _show_tuned(loaded: LoadedSettings, path: Path) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from hearthwatch.tuning.environment import record_header
-    from hearthwatch.tuning.loadtest import LoadTestPlan, route_target, run_load_test
-    from hearthwatch.tuning.report import write_load_report
+    with _tuning_extra("loadtest"):
+        from hearthwatch.tuning.environment import record_header
+        from hearthwatch.tuning.loadtest import LoadTestPlan, route_target, run_load_test
+        from hearthwatch.tuning.report import write_load_report
 
     plan = LoadTestPlan(
         p95_sla_ms=args.p95_sla_ms,
@@ -288,12 +355,30 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16, 32])
     tune.add_argument("--queue-delays-ms", type=_floats, default=[5.0])
     tune.add_argument(
-        "--duration", type=float, default=10.0, help="seconds measured per configuration"
+        "--window", type=float, default=10.0,
+        help="seconds of each measured steady-state window (longer at low rates, to hold "
+        "--min-requests; benchmark records use 30)",
+    )  # fmt: skip
+    tune.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of the same load before each window"
     )
-    tune.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
-    tune.add_argument("--p95-sla-ms", type=float, default=100.0)
+    tune.add_argument(
+        "--min-requests", type=int, default=200, help="least requests in a window (P95: 200)"
+    )
+    tune.add_argument(
+        "--resolution", type=float, default=0.05, help="the knee's bisection stops within this"
+    )
+    tune.add_argument("--max-probes", type=int, default=8, help="rates tried per configuration")
+    tune.add_argument(
+        "--start-rps", type=float, default=None,
+        help="the first search's first rate (default: 0.8 × the warm-up's throughput)",
+    )  # fmt: skip
+    tune.add_argument("--p95-sla-ms", type=float, default=100.0, help="P95 bound of the knee rule")
     tune.add_argument("--memory-reserve-percent", type=float, default=10.0)
-    tune.add_argument("--output", help="tuned file to write (default: settings.tuned_config_file)")
+    tune.add_argument(
+        "--output",
+        help="tuned file to write (default: TUNED_CONFIG_FILE, else hearthwatch-tuned.yml)",
+    )
     tune.add_argument("--report", default="tune-report", help="folder for the JSON and plot")
     _add_image_args(tune)
     tune.set_defaults(func=cmd_tune)
@@ -328,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, MissingExtraError) as exc:
         print(f"hearthwatch: {exc}", file=sys.stderr)
         return 2
 

@@ -1,10 +1,13 @@
 """One settings model for the whole service: defaults → tuned batching (the file
-``hearthwatch tune`` writes) → config file (YAML) → environment.
+``hearthwatch tune`` writes, applied only when ``tuned_config_file`` names it) → config file
+(YAML) → environment.
 
 Every knob has one name, one default and one environment variable (the name in upper case;
 keys of the plugin settings as ``DETECTOR__KEY`` and ``LLM_ENGINE__KEY``).
 :func:`load_settings` records where each effective value came from so ``hearthwatch config``
-can print it.
+can print it. Importing this module or validating settings imports no torch: the detector
+plugins' settings are pydantic only, and a plugin's implementation is imported when a detector
+is built. Settings objects are plain data, safe to read from any thread.
 """
 
 from __future__ import annotations
@@ -14,18 +17,32 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from hearthwatch.llm.engines.registry import LlamaCppConfig, LlmEngineConfig
-from hearthwatch.runtime.optimize import OptimizationSettings
-from hearthwatch.runtime.sources.registry import HogConfig, ModelSourceConfig
+from hearthwatch.runtime.detection.settings import HogConfig, ModelSourceConfig
+
+if TYPE_CHECKING:
+    from hearthwatch.runtime.accel.optimize import OptimizationSettings
 
 CONFIG_FILE_ENV = "HEARTHWATCH_CONFIG"
 NESTED_ENV_SEPARATOR = "__"
 NESTED_DEFAULT_TYPES = {"detector": HogConfig().type, "llm_engine": LlamaCppConfig().type}
+DEFAULT_TUNED_FILE = Path("hearthwatch-tuned.yml")
+"""Where ``hearthwatch tune`` writes when no file is named; never read unless named."""
+SECURITY_CLASSES = (
+    "person", "car", "truck", "dog", "cat", "bird", "bicycle", "motorcycle", "bus",
+)  # fmt: skip
+"""The classes a home-security camera cares about: the default of ``security_classes``."""
 
 
 class Settings(BaseModel):
@@ -46,7 +63,20 @@ class Settings(BaseModel):
 
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_queue_delay_ms: float = Field(
-        5.0, ge=0.0, le=10_000.0, description="Batch window, from the first request's arrival."
+        5.0,
+        ge=0.0,
+        le=10_000.0,
+        description="With a free execution slot while another batch runs (OVERLAP on CUDA), "
+        "how long after the oldest arrival the next batch waits for company; with one slot, "
+        "requests arriving during a batch form the next one and this has no effect. A lone "
+        "request on an idle model starts at once.",
+    )
+    min_queue_delay_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=10_000.0,
+        description="How long a request on an idle model waits for company (at most "
+        "max_queue_delay_ms); 0 starts it at once.",
     )
     max_queue_size: int = Field(256, ge=1, description="Waiting requests before 503.")
     request_timeout_ms: float = Field(
@@ -55,6 +85,10 @@ class Settings(BaseModel):
     decode_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256)
 
     detection_confidence_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    security_classes: list[str] = Field(
+        default_factory=lambda: list(SECURITY_CLASSES),
+        description="Class names /detect and v2 report unless a request asks for all classes.",
+    )
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
     body_read_timeout_s: float = Field(
@@ -88,9 +122,10 @@ class Settings(BaseModel):
     )
     warmup: bool = True
 
-    tuned_config_file: Path = Field(
-        Path("hearthwatch-tuned.yml"),
-        description="Batching chosen by `hearthwatch tune`, applied under the config file.",
+    tuned_config_file: Path | None = Field(
+        None,
+        description="Batching chosen by `hearthwatch tune`, applied under the config file; "
+        "only a file named here is read.",
     )
 
     llm_enabled: bool = Field(True, description="Run the LLM engine and its /v1 routes.")
@@ -122,7 +157,18 @@ class Settings(BaseModel):
     gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
 
+    @model_validator(mode="after")
+    def _batch_window_in_order(self) -> Settings:
+        if self.min_queue_delay_ms > self.max_queue_delay_ms:
+            raise ValueError(
+                f"min_queue_delay_ms ({self.min_queue_delay_ms:g}) is above max_queue_delay_ms "
+                f"({self.max_queue_delay_ms:g})"
+            )
+        return self
+
     def optimization(self) -> OptimizationSettings:
+        from hearthwatch.runtime.accel.optimize import OptimizationSettings
+
         return OptimizationSettings(
             precision=self.precision,
             channels_last=self.channels_last,
@@ -146,10 +192,13 @@ class SettingValue:
 
 @dataclass(frozen=True)
 class LoadedSettings:
+    """The effective settings and, by setting name, where each value came from."""
+
     settings: Settings
     sources: dict[str, str]
 
     def describe(self) -> list[SettingValue]:
+        """Every setting (each key of a plugin's settings as ``name.key``), in model order."""
         dumped = self.settings.model_dump(mode="json")
         rows = []
         for name in Settings.model_fields:
@@ -210,10 +259,16 @@ def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    tuned: bool = True,
 ) -> LoadedSettings:
-    """Build the effective settings: defaults → ``config_file`` → environment → ``overrides``.
+    """Build the effective settings: defaults → tuned file → ``config_file`` → environment →
+    ``overrides``.
 
-    ``config_file`` defaults to the path in ``HEARTHWATCH_CONFIG`` when set.
+    ``config_file`` defaults to the path in ``HEARTHWATCH_CONFIG`` when set. The tuned file
+    is read only when ``tuned_config_file`` names it (in the file or the environment; empty
+    names none); a named file that does not exist is an error. ``tuned=False`` leaves it
+    unread (``hearthwatch tune``, which writes it).
     """
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
@@ -239,7 +294,10 @@ def load_settings(
         else:
             merged[name] = value
         sources[name] = f"env:{var}"
-    _apply_tuned(merged, sources)
+    if not merged.get("tuned_config_file"):
+        merged.pop("tuned_config_file", None)  # "" from the environment: no tuned file
+    elif tuned:
+        _apply_tuned(merged, sources)
     for name, default_type in NESTED_DEFAULT_TYPES.items():
         if isinstance(merged.get(name), dict):
             merged[name].setdefault("type", default_type)  # keys given, type left default
@@ -267,9 +325,11 @@ def read_tuned(path: Path) -> dict[str, Any]:
 
 
 def _apply_tuned(merged: dict[str, Any], sources: dict[str, str]) -> None:
-    """Fill the tuned keys the file and environment left unset from the tuned file."""
-    default_path = Settings.model_fields["tuned_config_file"].default
-    path = Path(str(merged.get("tuned_config_file") or default_path))
+    """Fill the tuned keys the file and environment left unset from the named tuned file (a
+    file that merely lies in the working directory changes nothing)."""
+    path = Path(str(merged["tuned_config_file"]))
+    if not path.is_file():
+        raise ConfigError(f"tuned config file {path} does not exist")
     model = str(merged.get("model_name", Settings.model_fields["model_name"].default))
     entry = read_tuned(path).get("models", {}).get(model)
     if not isinstance(entry, dict):

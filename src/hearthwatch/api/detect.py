@@ -11,11 +11,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from hearthwatch.api.body import read_images
+from hearthwatch.api.detection_reply import Reported, reported
 from hearthwatch.api.errors import ApiError
 from hearthwatch.api.schemas import DetectBatchResponse, DetectResponse
-from hearthwatch.api.services import Services
-from hearthwatch.runtime.device_images import Image
-from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
+from hearthwatch.api.state import served_model, services_of
+from hearthwatch.runtime.imaging.device_decode import Image
+from hearthwatch.runtime.serving.served_model import InferenceOutcome, ServedModel
 
 router = APIRouter(tags=["detection"])
 
@@ -29,33 +30,23 @@ TimeoutMs = Annotated[float | None, Query(gt=0.0, description="Deadline for this
 ModelName = Annotated[str | None, Query(description="Served model; default the detector.")]
 
 
-def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
-
-
 def image_result(
-    model: ServedModel,
-    services: Services,
-    image: Image,
-    outcome: InferenceOutcome,
-    threshold: float,
-    all_classes: bool,
-    decode_s: float,
-    total_s: float,
+    reply: Reported, image: Image, outcome: InferenceOutcome, decode_s: float, total_s: float
 ) -> dict[str, Any]:
-    allowed = None if all_classes else services.security_class_ids(model)
-    kept = outcome.detections.select(threshold, allowed)
-    names = model.detector.class_names
+    """One image's entry of a /detect reply."""
+    kept = reply.detections
     detections = [
         {
-            "class_name": names[cid] if 0 <= cid < len(names) else f"class_{cid}",
+            "class_name": label,
             "class_id": int(cid),
             "confidence": round(float(score), 4),
             "bbox": dict(
                 zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in box), strict=True)
             ),
         }
-        for box, score, cid in zip(kept.boxes, kept.scores, kept.class_ids.tolist(), strict=True)
+        for box, score, cid, label in zip(
+            kept.boxes, kept.scores, kept.class_ids.tolist(), reply.labels, strict=True
+        )
     ]
     return {
         "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
@@ -96,7 +87,7 @@ async def _detect(
     """Read, decode and detect every image of the request, each queued on its own."""
     started = time.monotonic()
     services = services_of(request)
-    served = services.model(query.model or services.settings.model_name)
+    served = served_model(services, query.model or services.settings.model_name)
     settings = services.settings
     payloads = await read_images(request, settings.max_body_bytes, field)
     single = route == "detect"
@@ -104,7 +95,7 @@ async def _detect(
         raise ApiError(400, f"/detect takes one image, got {len(payloads)}; use /detect/batch")
     images = await asyncio.gather(
         *(
-            services.decode(served, data, None if single else f"{field}[{i}]")
+            served.intake(data, services.decoder, None if single else f"{field}[{i}]")
             for i, data in enumerate(payloads)
         )
     )
@@ -116,7 +107,15 @@ async def _detect(
         settings.detection_confidence_threshold if query.confidence is None else query.confidence
     )
     results = [
-        image_result(served, services, img, out, threshold, query.all_classes, decode_s, total)
+        image_result(
+            reported(
+                services, served, out.detections, threshold=threshold, all_classes=query.all_classes
+            ),
+            img,
+            out,
+            decode_s,
+            total,
+        )
         for img, out in zip(images, outcomes, strict=True)
     ]
     services.metrics.request_duration.labels(served.name, route).observe(total)

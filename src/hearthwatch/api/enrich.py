@@ -13,13 +13,12 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from hearthwatch.api.body import read_body
-from hearthwatch.api.detect import services_of
 from hearthwatch.api.errors import ApiError
 from hearthwatch.api.json_body import parse_json_off_loop
 from hearthwatch.api.schemas import EnrichRequest, EnrichResponse, ZooModelRow, ZooResponse
-from hearthwatch.api.services import Services
-from hearthwatch.runtime.device import device_name
-from hearthwatch.runtime.enrichment import EnrichmentService, InputDetection
+from hearthwatch.api.state import Services, services_of
+from hearthwatch.runtime.accel.device import device_name
+from hearthwatch.runtime.enrichment.service import EnrichmentService, InputDetection
 
 MAX_ENRICH_VALUES = 32 * 1000  # 1000 detections of a dozen values each, and the rest; base64
 # image text holds no commas or brackets, so an image of any size fits
@@ -55,7 +54,7 @@ async def enrich(request: Request) -> dict[str, Any]:
         data = await asyncio.to_thread(base64.b64decode, body.image, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "image: not valid base64") from None
-    image = await services.decode_bytes(data, "image")
+    image = await services.decoder.decode(data, "image")
     detections = [
         InputDetection(d.class_name, (d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2))
         for d in body.detections

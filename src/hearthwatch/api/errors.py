@@ -2,7 +2,11 @@
 ``/v1`` OpenAI's ``{"error": {"message": "...", "type": "...", "code": "..."}}``, everywhere
 else ``{"error": "..."}``. Bad input is a 4xx naming the problem, overload a 503 with
 ``Retry-After``, an expired deadline a 504, anything unexpected a 500 carrying only an error
-id."""
+id.
+
+The api's own errors are :class:`ApiError` (a status and a message). The runtime's are mapped by
+their kind (:mod:`hearthwatch.runtime.errors`), in :func:`runtime_error_status`: overloaded
+503 with ``Retry-After``, deadline passed 504, input too large 413, invalid input 400."""
 
 from __future__ import annotations
 
@@ -15,19 +19,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hearthwatch.runtime.batcher import (
-    BatcherStoppedError,
-    BatchTooLargeError,
-    DeadlineExceededError,
-    QueueFullError,
+from hearthwatch.runtime.errors import (
+    InputTooLargeError,
+    InvalidInputError,
+    OverloadedError,
+    ServingError,
 )
-from hearthwatch.runtime.enrichment import EnrichRequestError
-from hearthwatch.runtime.images import ImageError
-from hearthwatch.runtime.zoo import ZooFullError
+from hearthwatch.runtime.serving.batcher import DeadlineExceededError
 
 log = logging.getLogger(__name__)
-
-IMAGE_ERROR_STATUS = {"too_large": 413}
 
 
 OPENAI_PREFIX = "/v1"
@@ -99,9 +99,18 @@ def _answer(
     return error_response(status, message, headers, path=request.url.path, code=code)
 
 
-def image_error(exc: ImageError, label: str | None = None) -> ApiError:
-    message = f"{label}: {exc}" if label else str(exc)
-    return ApiError(IMAGE_ERROR_STATUS.get(exc.reason, 400), message)
+def runtime_error_status(exc: ServingError) -> tuple[int, dict[str, str] | None]:
+    """The status (and headers) that answer a runtime error, by its kind; 500 for an error of
+    no kind a client can act on."""
+    if isinstance(exc, OverloadedError):
+        return 503, {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, DeadlineExceededError):
+        return 504, None
+    if isinstance(exc, InputTooLargeError):
+        return 413, None
+    if isinstance(exc, InvalidInputError):
+        return 400, None
+    return 500, None
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -117,34 +126,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _answer(request, exc.status, exc.message, exc.headers, exc.code)
 
-    @app.exception_handler(ImageError)
-    async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
-        err = image_error(exc)
-        return _answer(request, err.status, err.message)
-
-    @app.exception_handler(QueueFullError)
-    async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
-        return _answer(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(BatchTooLargeError)
-    async def _too_many(request: Request, exc: BatchTooLargeError) -> JSONResponse:
-        return _answer(request, 413, str(exc))
-
-    @app.exception_handler(ZooFullError)
-    async def _zoo_full(request: Request, exc: ZooFullError) -> JSONResponse:
-        return _answer(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(EnrichRequestError)
-    async def _enrich_request(request: Request, exc: EnrichRequestError) -> JSONResponse:
-        return _answer(request, 400, str(exc))
-
-    @app.exception_handler(BatcherStoppedError)
-    async def _stopped(request: Request, exc: BatcherStoppedError) -> JSONResponse:
-        return _answer(request, 503, str(exc), {"Retry-After": "5"})
-
-    @app.exception_handler(DeadlineExceededError)
-    async def _deadline(request: Request, exc: DeadlineExceededError) -> JSONResponse:
-        return _answer(request, 504, str(exc))
+    @app.exception_handler(ServingError)
+    async def _runtime_error(request: Request, exc: ServingError) -> JSONResponse:
+        status, headers = runtime_error_status(exc)
+        if status == 500:
+            where = f"{request.method} {request.url.path}"
+            return _answer(request, 500, internal_error_message(exc, where))
+        return _answer(request, status, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -40,7 +40,12 @@ MAX_LLM_BODY_BYTES = 1024 * 1024  # far over any slot's context; bounds parsing 
 def gateway_of(request: Request) -> LlmGateway:
     gateway = services_of(request).llm
     if gateway is None:
-        raise ApiError(404, "the LLM service is disabled (LLM_ENABLED=false)", code="llm_disabled")
+        raise ApiError(
+            404,
+            "the LLM service is disabled (LLM_ENABLED=false, or its model is missing: the "
+            "server's start-up log says how to enable it)",
+            code="llm_disabled",
+        )
     return gateway
 
 
@@ -119,16 +124,13 @@ class LeasedStream(StreamingResponse):
             await self._close()
 
 
-def _sse(exchange: Exchange, chunk: dict[str, Any], text: str) -> bytes:
-    """A chunk as an SSE event; the usage chunk only if the client asked."""
-    if chunk.get("choices") or exchange.client_wants_usage:
-        return b"data: " + text.encode() + b"\n\n"
-    return b""
+def _sse(batch: list[bytes]) -> bytes:
+    """Chunks (their JSON texts) as SSE events, in one block."""
+    return b"data: " + b"\n\ndata: ".join(batch) + b"\n\n"
 
 
 async def _stream(request: Request, gateway: LlmGateway, lease: Lease) -> Response:
-    exchange = lease.exchange
-    chunks = gateway.chunks(exchange)
+    chunks = gateway.chunks(lease.exchange)
     try:  # errors before the first chunk get a status code
         first = await _unless_client_leaves(request, anext(chunks, None))
     except BaseException:
@@ -138,11 +140,9 @@ async def _stream(request: Request, gateway: LlmGateway, lease: Lease) -> Respon
     async def events() -> AsyncGenerator[bytes, None]:
         try:
             if first is not None:
-                if event := _sse(exchange, *first):
-                    yield event
-                async for chunk, text in chunks:
-                    if event := _sse(exchange, chunk, text):
-                        yield event
+                yield _sse(first)
+                async for batch in chunks:
+                    yield _sse(batch)
             yield b"data: [DONE]\n\n"
             lease.outcome = "ok"
         except GatewayError as exc:

@@ -10,12 +10,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from hearthwatch.api.body import read_body
-from hearthwatch.api.detect import services_of
 from hearthwatch.api.enrich import zoo_model
 from hearthwatch.api.errors import ApiError
 from hearthwatch.api.json_body import parse_json
 from hearthwatch.api.schemas import RepositoryModel
-from hearthwatch.runtime.zoo import State
+from hearthwatch.api.state import services_of
+from hearthwatch.runtime.zoo.registry import State
 
 router = APIRouter(prefix="/v2/repository", tags=["repository"])
 
@@ -23,6 +23,7 @@ _STATES = {
     State.LOADED: ("READY", ""),
     State.LOADING: ("LOADING", ""),
     State.UNLOADED: ("UNAVAILABLE", "unloaded"),
+    State.EVICTING: ("UNAVAILABLE", "being evicted"),
     State.ON_HOST: ("UNAVAILABLE", "evicted; kept in host memory"),
 }
 

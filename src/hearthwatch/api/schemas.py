@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hearthwatch.runtime.telemetry import GpuReading
-from hearthwatch.runtime.zoo import ZooStats
+from hearthwatch.runtime.observability.telemetry import GpuReading
+from hearthwatch.runtime.zoo.registry import ZooStats
 
 
 class ErrorResponse(BaseModel):
@@ -122,7 +122,7 @@ class EnrichResponse(BaseModel):
 
 class ZooModelRow(ZooStats):
     triggers: list[str]
-    state: str = Field(description="unloaded, loading, loaded, on_host or unavailable.")
+    state: str = Field(description="unloaded, loading, loaded, evicting, on_host or unavailable.")
     reason: str | None = None
     batches: int = Field(0, description="Model executions.")
     batched_items: int = Field(0, description="Crops or frames run; / batches = mean batch.")
@@ -231,10 +231,14 @@ class BatchStats(BaseModel):
 
 
 class LatencyPercentiles(BaseModel):
+    """End-to-end latency of the model's recent successes, in milliseconds (None without any)."""
+
+    samples: int
     p50: float | None
     p95: float | None
     p99: float | None
-    samples: int
+    mean: float | None
+    max: float | None
 
 
 class ModelStatistics(BaseModel):

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from hearthwatch.api.detect import services_of
 from hearthwatch.api.errors import ApiError
 from hearthwatch.api.schemas import GpuHistoryResponse
+from hearthwatch.api.state import services_of
 
 router = APIRouter(tags=["system"])
 

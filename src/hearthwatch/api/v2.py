@@ -27,9 +27,9 @@ from fastapi.responses import JSONResponse
 
 from hearthwatch import __version__
 from hearthwatch.api.body import read_body
-from hearthwatch.api.detect import services_of
+from hearthwatch.api.detection_reply import reported
 from hearthwatch.api.errors import ApiError
-from hearthwatch.api.services import Services
+from hearthwatch.api.state import Services, services_of
 from hearthwatch.api.v2_codec import (
     InferRequest,
     InputCheck,
@@ -55,9 +55,9 @@ from hearthwatch.api.v2_zoo import (
     zoo_model_config,
     zoo_stats,
 )
-from hearthwatch.runtime.device_images import Image
-from hearthwatch.runtime.enrichers.catalog import ZooModelConfig
-from hearthwatch.runtime.served_model import InferenceOutcome, ServedModel
+from hearthwatch.runtime.enrichment.catalog import ZooModelConfig
+from hearthwatch.runtime.imaging.device_decode import Image
+from hearthwatch.runtime.serving.served_model import InferenceOutcome, ServedModel
 
 NOT_READY_RETRY_S = "1"  # readiness is polled; a not-ready answer says when to look again
 
@@ -264,7 +264,10 @@ async def _images(services: Services, model: ServedModel, tensor: InputTensor) -
     encoded = tensor.data.reshape(-1)
     return list(
         await asyncio.gather(
-            *(services.decode(model, bytes(e), f"IMAGE[{i}]") for i, e in enumerate(encoded))
+            *(
+                model.intake(bytes(e), services.decoder, f"IMAGE[{i}]")
+                for i, e in enumerate(encoded)
+            )
         )
     )
 
@@ -276,19 +279,20 @@ def _output_tensors(
     threshold: float,
     all_classes: bool,
 ) -> list[OutputTensor]:
-    allowed = None if all_classes else services.security_class_ids(model)
-    kept = [o.detections.select(threshold, allowed) for o in outcomes]
+    kept = [
+        reported(services, model, o.detections, threshold=threshold, all_classes=all_classes)
+        for o in outcomes
+    ]
     batch, most = len(kept), max((len(k) for k in kept), default=0)
     counts = np.array([[len(k)] for k in kept], np.int32)
     boxes = np.zeros((batch, most, 4), np.float32)
     scores = np.zeros((batch, most), np.float32)
     classes = np.full((batch, most), -1, np.int32)
     labels = np.full((batch, most), b"", dtype=object)
-    names = model.detector.class_names
     for i, k in enumerate(kept):
-        n = len(k)
-        boxes[i, :n], scores[i, :n], classes[i, :n] = k.boxes, k.scores, k.class_ids
-        labels[i, :n] = [names[c].encode() if 0 <= c < len(names) else b"" for c in k.class_ids]
+        n, found = len(k), k.detections
+        boxes[i, :n], scores[i, :n], classes[i, :n] = found.boxes, found.scores, found.class_ids
+        labels[i, :n] = [label.encode() for label in k.labels]
     return [
         OutputTensor("num_detections", "INT32", counts),
         OutputTensor("detection_boxes", "FP32", boxes),

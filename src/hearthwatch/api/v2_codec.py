@@ -31,7 +31,7 @@ import numpy as np
 
 from hearthwatch.api.errors import ApiError
 from hearthwatch.api.json_body import parse_json
-from hearthwatch.runtime.batcher import BatchingConfig
+from hearthwatch.runtime.serving.batcher import BatchingConfig
 
 NUMPY_DTYPES: dict[str, Any] = {
     "BOOL": np.bool_,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hearthwatch.api.errors import ApiError
-from hearthwatch.api.services import Services
+from hearthwatch.api.state import Services
 from hearthwatch.api.v2_codec import (
     InferRequest,
     InputCheck,
@@ -31,9 +31,9 @@ from hearthwatch.api.v2_codec import (
     scheduling_config,
     validate_requested_outputs,
 )
-from hearthwatch.runtime.enrichers.catalog import ZooModelConfig
-from hearthwatch.runtime.enrichment import EnrichmentService
-from hearthwatch.runtime.zoo import State
+from hearthwatch.runtime.enrichment.catalog import ZooModelConfig
+from hearthwatch.runtime.enrichment.service import EnrichmentService
+from hearthwatch.runtime.zoo.registry import State
 
 ZOO_VERSION = "1"
 ZOO_PLATFORM = "pytorch"
@@ -136,7 +136,7 @@ async def zoo_infer(
     batch = tensor.shape[0]
     images = await asyncio.gather(
         *(
-            services.decode_bytes(bytes(e), f"IMAGE[{i}]")
+            services.decoder.decode(bytes(e), f"IMAGE[{i}]")
             for i, e in enumerate(tensor.data.reshape(-1))
         )
     )

@@ -37,6 +37,14 @@ class Admission:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def try_acquire(self) -> bool:
+        """Take a free place at once if there is one and nobody waits (no task, no timer: the
+        common case of a request that need not queue); False otherwise, closed included."""
+        if self.closed or self.running >= self.max_running or self._waiters:
+            return False
+        self.running += 1
+        return True
+
     async def acquire(self, timeout_s: float) -> None:
         if self.closed:
             raise AdmissionClosedError("the server is shutting down")

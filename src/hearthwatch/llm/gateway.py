@@ -3,21 +3,30 @@ engine for every client request, streamed or not, so time to first token and tok
 measured the same way for every engine. ``max_tokens`` is capped by the profile; every
 response and chunk names the served model; an engine's 4xx comes back with its status and
 message, any engine 5xx as a 502; a dead or restarting engine is a 503, a request past its
-timeout a 504. An admitted request holds a :class:`Lease` that is released exactly once,
-whoever finishes first. Event-loop-confined, except :meth:`LlmGateway.exchange` (pure)."""
+timeout a 504. The timeout is one deadline for the whole request, from its arrival to the
+stream's end: an engine that trickles chunks cannot hold a request open past it. An admitted
+request holds a :class:`Lease` that is released exactly once, whoever finishes first.
+
+The streamed path costs the engine CPU on a small machine (both share its cores), so a chunk
+that needs no change is forwarded as the engine's bytes: only the chunks before the first
+token, a usage or error chunk, and a chunk that names another model are parsed (and, for the
+model, re-serialised). The engine's reads are relayed as they come, several chunks in one
+block when they arrived together (:mod:`hearthwatch.llm.upstream`); the deadline is one timer
+per request, not one per read.
+Event-loop-confined, except :meth:`LlmGateway.exchange` (pure)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from hearthwatch.llm.admission import (
@@ -31,6 +40,7 @@ from hearthwatch.llm.metrics import LlmMetrics
 from hearthwatch.llm.profiles import HardwareProfile
 from hearthwatch.llm.requests import ChatRequest, CompletionRequest, ValidationError, error_summary
 from hearthwatch.llm.supervisor import EngineSupervisor
+from hearthwatch.llm.upstream import Reply, UpstreamError, post
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,9 @@ REQUEST_MODELS: dict[str, type[ChatRequest] | type[CompletionRequest]] = {
     "completions": CompletionRequest,
 }
 DEFAULT_MODEL = "default"
+CONNECT_TIMEOUT_S = 5.0
+DATA = b"data:"
+DONE = b"[DONE]"
 
 
 class GatewayError(Exception):
@@ -134,19 +147,18 @@ class LlmGateway:
         self.metrics = LlmMetrics(
             registry, lambda: self.admission.running, lambda: self.admission.waiting
         )
-        self._client: httpx.AsyncClient | None = None
+        # a chunk naming the served model already carries this, once ("model" is a key: in
+        # a JSON string its quotes would be escaped)
+        self._model_field = b'"model":' + json.dumps(self.model_id).encode()
+        self._tls: ssl.SSLContext | None = None  # for an https engine, made once
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-            timeout = httpx.Timeout(self.timeout_s, connect=5.0)
-            self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
-        return self._client
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self._tls is None and self.supervisor.base_url.startswith("https:"):
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Nothing is held between requests (each has its own connection)."""
 
     def model_card(self) -> dict[str, Any]:
         """The served model as ``/v1/models`` lists it."""
@@ -196,6 +208,8 @@ class LlmGateway:
             raise GatewayError(
                 503, f"LLM engine is {self.supervisor.state.value}", "engine_unavailable", 5
             )
+        if self.admission.try_acquire():
+            return Lease(self, exchange)
         acquire = asyncio.ensure_future(self.admission.acquire(self.timeout_s))
         gone = asyncio.ensure_future(client_gone())
         claimed = False
@@ -243,49 +257,112 @@ class LlmGateway:
             self.metrics.prompt_tokens.inc(exchange.usage.get("prompt_tokens", 0))
             self.metrics.completion_tokens.inc(exchange.usage.get("completion_tokens", 0))
 
-    async def chunks(self, exchange: Exchange) -> AsyncGenerator[tuple[dict[str, Any], str], None]:
-        """The engine's stream as (parsed chunk, its JSON text), each naming the served model;
-        usage and first-token time are recorded on the way."""
+    async def chunks(
+        self, exchange: Exchange, usage_chunks: bool | None = None
+    ) -> AsyncGenerator[list[bytes], None]:
+        """The engine's stream, one list per read of the JSON texts of the chunks that read
+        completed, each naming the served model; usage and first-token time are recorded on
+        the way. A chunk without choices (the usage chunk) is left out unless
+        ``usage_chunks`` (default: whether the client asked for usage); a read that leaves
+        nothing to pass on gives no list. Every wait on the engine ends at the request's
+        deadline (``timeout_s`` after it arrived), however the stream trickles."""
+        keep_usage = exchange.client_wants_usage if usage_chunks is None else usage_chunks
         url = self.supervisor.base_url + ROUTES[exchange.kind]
+        loop_time = asyncio.get_running_loop().time()
+        deadline = loop_time + exchange.started + self.timeout_s - time.monotonic()
+        body = json.dumps(exchange.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        reply: Reply | None = None
         try:
-            async with self._http().stream("POST", url, json=exchange.body) as reply:
-                if reply.status_code >= 400:
-                    raise _engine_refusal(reply.status_code, await reply.aread())
-                async for line in reply.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    chunk = json.loads(data)
-                    if not isinstance(chunk, dict):
-                        raise json.JSONDecodeError("not an object", data, 0)
-                    if "error" in chunk:
-                        log.warning("engine error mid-stream: %s", _engine_message(data.encode()))
-                        raise GatewayError(
-                            502, "the LLM engine failed while generating", "engine_error"
-                        )
-                    if exchange.first_token_at is None and has_token(chunk):
-                        exchange.first_token_at = time.monotonic()
-                    if chunk.get("usage"):
-                        exchange.usage = chunk["usage"]
-                    chunk["model"] = self.model_id
-                    yield chunk, json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
-        except httpx.TimeoutException:
+            reply = await post(
+                url,
+                body.encode(),
+                deadline=deadline,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+                tls=self._tls_context(),
+            )
+            if reply.status >= 400:
+                raise _engine_refusal(reply.status, await reply.read_all())
+            tail = b""
+            while piece := await reply.read():  # each read as it came
+                lines = (tail + piece if tail else piece).split(b"\n")
+                tail = lines.pop()  # an unfinished line waits for the next read
+                batch, finished = self._read(exchange, lines, keep_usage)
+                if batch:
+                    yield batch
+                if finished:
+                    return
+            batch, _ = self._read(exchange, [tail], keep_usage)  # a last line without its end
+            if batch:
+                yield batch
+        except TimeoutError:
             raise GatewayError(
                 504, f"LLM request timed out after {self.timeout_s:g} s", "timeout"
             ) from None
-        except (httpx.TransportError, json.JSONDecodeError) as exc:
+        except (UpstreamError, ValueError) as exc:  # ValueError: a chunk not JSON
+            log.info("engine exchange failed: %s", exc)
             raise GatewayError(
                 503,
                 f"LLM engine connection lost ({type(exc).__name__}); retry shortly",
                 "engine_unavailable",
                 5,
             ) from None
+        finally:
+            if reply is not None:
+                reply.close()  # one connection per request; the engine sees a client that left
+
+    def _read(
+        self, exchange: Exchange, lines: list[bytes], keep_usage: bool
+    ) -> tuple[list[bytes], bool]:
+        """The chunks in one read's whole lines that go on, and whether ``[DONE]`` came."""
+        batch: list[bytes] = []
+        for line in lines:
+            if not line.startswith(DATA):
+                continue  # blank separators, comments, other SSE fields
+            data = line[5:].strip()
+            if data == DONE:
+                return batch, True
+            data, choices = self._checked(exchange, data)
+            if choices or keep_usage:
+                batch.append(data)
+        return batch, False
+
+    def _checked(self, exchange: Exchange, data: bytes) -> tuple[bytes, bool]:
+        """One chunk's JSON text as it goes to the client, and whether it carries choices.
+        Once the first token has passed, a chunk that carries choices, names the served model
+        and has no usage (but a null one) and no error key is passed on untouched; any other is
+        parsed, checked, recorded and, if it names another model, re-serialised."""
+        if (
+            exchange.first_token_at is not None
+            and b'"choices":[{' in data
+            and data.count(b'"usage":') == data.count(b'"usage":null')  # vLLM: null in each
+            and b'"error":' not in data
+            and self._model_field in data
+            and data.count(b'"model":') == 1
+        ):
+            return data, True
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError("a chunk that is not a JSON object")
+        if "error" in chunk:
+            log.warning("engine error mid-stream: %s", _engine_message(data))
+            raise GatewayError(502, "the LLM engine failed while generating", "engine_error")
+        if exchange.first_token_at is None and has_token(chunk):
+            exchange.first_token_at = time.monotonic()
+        if chunk.get("usage"):
+            exchange.usage = chunk["usage"]
+        if chunk.get("model") != self.model_id or data.count(b'"model":') != 1:
+            chunk["model"] = self.model_id
+            data = json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode()
+        return data, bool(chunk.get("choices"))
 
     async def complete(self, exchange: Exchange) -> dict[str, Any]:
         """A whole (non-streamed) OpenAI response assembled from the stream."""
-        response = assemble(exchange.kind, [chunk async for chunk, _ in self.chunks(exchange)])
+        chunks = [
+            json.loads(data)
+            async for batch in self.chunks(exchange, usage_chunks=True)
+            for data in batch
+        ]
+        response = assemble(exchange.kind, chunks)
         response["model"] = self.model_id
         return response
 

@@ -1,15 +1,20 @@
 """Hardware profiles (``profiles.yml``): engine flags, admission limits and performance
-targets per GPU class, chosen by ``LLM_PROFILE`` or the NVML GPU name; an unknown name is an
-error that lists the known ones."""
+targets per GPU class, chosen by ``LLM_PROFILE`` or the GPU's name; an unknown name is an
+error that lists the known ones. The GPU's name comes from NVML and torch.cuda: when only one
+of them sees a GPU, :func:`reconcile_gpu_names` takes that one and says so in one log line.
+Pure functions; :func:`cuda_device_name` imports torch, the rest does not."""
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
 
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
@@ -88,3 +93,32 @@ def select_profile(
     if "cpu" not in profiles:
         raise ProfileError(f"no profile matches GPU {gpu_name!r} and there is no 'cpu' profile")
     return profiles["cpu"]
+
+
+def cuda_device_name() -> str | None:
+    """The first CUDA device's name as torch sees it, or None (no device, or CUDA failing)."""
+    import torch
+
+    try:
+        return str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
+    except Exception as exc:  # a broken driver or runtime: no usable device
+        log.info("torch.cuda failed to name a device (%s)", exc)
+        return None
+
+
+def reconcile_gpu_names(nvml: str | None, cuda: str | None) -> str | None:
+    """The GPU to choose a profile by, from NVML's view and torch.cuda's; when only one sees a
+    GPU it is taken, and one warning line says which failed."""
+    if nvml and not cuda:
+        log.warning(
+            "NVML reports GPU %r but torch.cuda sees no device; choosing the LLM profile by "
+            "NVML's name (set LLM_PROFILE to override)",
+            nvml,
+        )
+    elif cuda and not nvml:
+        log.warning(
+            "NVML failed or reports no GPU but torch.cuda reports %r; choosing the LLM profile "
+            "by torch.cuda's name (set LLM_PROFILE to override)",
+            cuda,
+        )
+    return nvml or cuda

@@ -1,10 +1,15 @@
-"""The rule that picks a batching configuration from a sweep.
+"""The rule that picks a batching configuration from a sweep of knees.
 
-Default rule: among configurations with no errors that leave ``memory_reserve_percent`` of
-device memory free, find the peak throughput; choose the smallest batch (then the shortest
-queue delay) whose throughput is within ``within_fraction`` of that peak and whose P95 meets
-the SLA. When none does, choose the highest-throughput configuration that meets the SLA, and
-say so. When nothing meets the SLA, choose nothing.
+Each configuration's figure is its knee (:mod:`hearthwatch.tuning.method`): the throughput it
+achieved at the highest offered rate it served under the rule (achieved ≥ 95 % of offered, no
+errors, P95 ≤ the SLA), found by bisection on open-loop Poisson load to a stated resolution.
+
+The rule: among configurations that have a knee and leave ``memory_reserve_percent`` of device
+memory free at their peak, take the highest knee. Knees within ``resolution`` of it tie with it
+(the bisection cannot tell them apart); of those, choose the smallest batch, then the shortest
+queue delay. When no configuration has a knee inside the memory reserve, choose nothing.
+
+Pure functions on plain data: safe from any thread.
 """
 
 from __future__ import annotations
@@ -13,15 +18,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SweepPoint:
+    """One (batch size, queue delay) configuration as measured: its knee and the figures of
+    the window at the knee (percentiles None where the samples cannot support them)."""
+
     batch_size: int
     queue_delay_ms: float
-    throughput_rps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    errors: int = 0
+    knee_rps: float | None  # achieved (successes in the window ÷ its length) at the highest
+    # offered rate that met the rule; None: no rate tried met it
+    knee_offered_rps: float | None = None  # the nominal offered rate of that window
+    lowest_failing_rps: float | None = None  # the lowest offered rate that broke the rule;
+    # None: none did, so the knee is a lower bound
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    samples: int = 0  # latency samples behind the knee's percentiles
+    probes: int = 0  # rates measured to find the knee
+    lone_request_ms: float | None = None  # the fastest request sent alone to the idle server
     peak_memory_bytes: int | None = None
     memory_total_bytes: int | None = None
 
@@ -40,36 +54,32 @@ def _memory_ok(point: SweepPoint, reserve_percent: float) -> bool:
 
 def choose(
     points: Sequence[SweepPoint],
-    p95_sla_ms: float,
+    *,
+    resolution: float = 0.05,
     memory_reserve_percent: float = 10.0,
-    within_fraction: float = 0.10,
 ) -> Choice:
-    if p95_sla_ms <= 0:
-        raise ValueError(f"p95_sla_ms must be > 0, got {p95_sla_ms}")
+    if not 0 < resolution < 1:
+        raise ValueError(f"resolution must be in (0, 1), got {resolution}")
     if not 0 <= memory_reserve_percent < 100:
         raise ValueError(
             f"memory_reserve_percent must be in [0, 100), got {memory_reserve_percent}"
         )
-    if not 0 <= within_fraction < 1:
-        raise ValueError(f"within_fraction must be in [0, 1), got {within_fraction}")
-    usable = [p for p in points if p.errors == 0 and _memory_ok(p, memory_reserve_percent)]
+    with_knee = [p for p in points if p.knee_rps is not None]
+    if not with_knee:
+        return Choice(None, "no configuration met the knee rule at any rate tried")
+    usable = [p for p in with_knee if _memory_ok(p, memory_reserve_percent)]
     if not usable:
-        return Choice(None, "no configuration ran without errors inside the memory reserve")
-    peak = max(p.throughput_rps for p in usable)
-    meets_sla = [p for p in usable if p.p95_ms <= p95_sla_ms]
-    near_peak = [p for p in meets_sla if p.throughput_rps >= (1 - within_fraction) * peak]
-    if near_peak:
-        best = min(near_peak, key=lambda p: (p.batch_size, p.queue_delay_ms))
         return Choice(
-            best,
-            f"smallest batch within {within_fraction:.0%} of the peak {peak:.1f}/s "
-            f"whose P95 meets {p95_sla_ms:g} ms",
+            None,
+            f"no configuration with a knee left {memory_reserve_percent:g} % of device memory free",
         )
-    if meets_sla:
-        best = max(meets_sla, key=lambda p: p.throughput_rps)
-        return Choice(
-            best,
-            f"no configuration within {within_fraction:.0%} of the peak {peak:.1f}/s meets "
-            f"P95 {p95_sla_ms:g} ms; the fastest that does",
-        )
-    return Choice(None, f"no configuration meets P95 {p95_sla_ms:g} ms")
+    peak = max(p.knee_rps or 0.0 for p in usable)
+    ties = [p for p in usable if (p.knee_rps or 0.0) >= (1 - resolution) * peak]
+    best = min(ties, key=lambda p: (p.batch_size, p.queue_delay_ms))
+    reason = (
+        f"highest knee {peak:.3g}/s; the smallest batch, then the shortest delay, whose knee is "
+        f"within the {resolution:.0%} resolution of it ({best.knee_rps:.3g}/s)"
+    )
+    if best.lowest_failing_rps is None:
+        reason += "; no rate tried broke its rule, so its knee is a lower bound (more probes)"
+    return Choice(best, reason)

@@ -19,6 +19,7 @@ import aiohttp
 import numpy as np
 
 from hearthwatch.llm.chunks import has_token
+from hearthwatch.percentiles import Percentiles, percentiles
 
 Arrival = Literal["constant", "poisson"]
 LATE_WARNING_MS = 10.0
@@ -42,8 +43,8 @@ class LoadSummary:
     ok: int
     statuses: dict[str, int]
     achieved_rps: float
-    latency_ms: dict[str, float | None]
-    lateness_ms: dict[str, float]
+    latency_ms: Percentiles
+    lateness_ms: dict[str, float | int]
     fell_behind: bool
     llm: dict[str, Any] | None = None  # TTFT and tokens/s of streamed LLM requests
 
@@ -196,19 +197,6 @@ async def closed_loop(
     return sorted(sender.records, key=lambda r: r.scheduled_s)
 
 
-def _percentiles(values: np.ndarray) -> dict[str, float | None]:
-    if values.size == 0:
-        return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {
-        "p50": float(p50),
-        "p95": float(p95),
-        "p99": float(p99),
-        "mean": float(values.mean()),
-        "max": float(values.max()),
-    }
-
-
 def summarize(
     records: Sequence[RequestRecord], rate: float | None, duration_s: float
 ) -> LoadSummary:
@@ -217,7 +205,7 @@ def summarize(
     latency = np.array([(r.done_s - r.sent_s) * 1000 for r in ok])
     lateness = np.array([(r.sent_s - r.scheduled_s) * 1000 for r in records])
     span = max((r.done_s for r in ok), default=0.0) - min((r.sent_s for r in records), default=0.0)
-    late = _percentiles(lateness)
+    late = percentiles(lateness)
     return LoadSummary(
         offered_rps=rate if rate is not None else len(records) / duration_s,
         duration_s=duration_s,
@@ -225,7 +213,7 @@ def summarize(
         ok=len(ok),
         statuses={str(k): v for k, v in sorted(Counter(r.status for r in records).items())},
         achieved_rps=len(ok) / span if span > 0 else 0.0,
-        latency_ms=_percentiles(latency),
+        latency_ms=percentiles(latency),
         lateness_ms={k: v for k, v in late.items() if v is not None},
         fell_behind=bool(late["p99"] is not None and late["p99"] > LATE_WARNING_MS),
         llm=_llm_summary(ok, span) if any(r.first_token_s is not None for r in ok) else None,
@@ -244,9 +232,9 @@ def _llm_summary(ok: Sequence[RequestRecord], span_s: float) -> dict[str, Any]:
     per_request = np.array([1000 / t for t in tpot if t > 0])
     total_tokens = sum(r.output_tokens or 0 for r in streamed)
     return {
-        "ttft_ms": _percentiles(ttft),
-        "tpot_ms": _percentiles(tpot),
-        "output_tokens_per_s_per_request": _percentiles(per_request),
+        "ttft_ms": percentiles(ttft),
+        "tpot_ms": percentiles(tpot),
+        "output_tokens_per_s_per_request": percentiles(per_request),
         "output_tokens_per_s_total": total_tokens / span_s if span_s > 0 else 0.0,
         "output_tokens": total_tokens,
     }

@@ -1,6 +1,7 @@
 """Load-test and tuning reports: JSON, PNG plots and a Markdown and HTML summary that embeds
 them. Plots: latency distribution, percentile bars per profile, latency and throughput over
-time, and the throughput-versus-latency curve of a sweep."""
+time, the throughput-versus-latency curve of a sweep, and the tuner's knee and P95 at the knee
+per configuration. Functions of their arguments, run on the caller's thread."""
 
 from __future__ import annotations
 
@@ -216,25 +217,39 @@ def _write_html(summary: _Summary, out_dir: Path) -> Path:
 
 
 def plot_tuning(points: Sequence[SweepPoint], choice: Choice, sla_ms: float, path: Path) -> Path:
+    """Each configuration's knee (left) and the P95 in its window (right) against the batch
+    size, one line per queue delay; a configuration without a knee is left out."""
     fig, (tp_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for delay in sorted({p.queue_delay_ms for p in points}):
-        pts = sorted((p for p in points if p.queue_delay_ms == delay), key=lambda p: p.batch_size)
-        sizes = [p.batch_size for p in pts]
-        tp_ax.plot(sizes, [p.throughput_rps for p in pts], "o-", label=f"delay {delay:g} ms")
-        lat_ax.plot(sizes, [p.p95_ms for p in pts], "o-", label=f"delay {delay:g} ms")
-    if choice.point is not None:
-        tp_ax.plot(
-            [choice.point.batch_size], [choice.point.throughput_rps], "r*", ms=14, label="chosen"
+    with_knee = any(p.knee_rps is not None for p in points)
+    if not with_knee:
+        tp_ax.text(
+            0.5, 0.5, "no configuration met the rule", ha="center", transform=tp_ax.transAxes
         )
-        lat_ax.plot([choice.point.batch_size], [choice.point.p95_ms], "r*", ms=14, label="chosen")
+    for delay in sorted({p.queue_delay_ms for p in points}):
+        pts = sorted(
+            (p for p in points if p.queue_delay_ms == delay and p.knee_rps is not None),
+            key=lambda p: p.batch_size,
+        )
+        sizes = [p.batch_size for p in pts]
+        tp_ax.plot(sizes, [p.knee_rps for p in pts], "o-", label=f"delay {delay:g} ms")
+        lat_ax.plot(
+            sizes, [np.nan if p.p95_ms is None else p.p95_ms for p in pts], "o-",
+            label=f"delay {delay:g} ms",
+        )  # fmt: skip
+    chosen = choice.point
+    if chosen is not None:
+        tp_ax.plot([chosen.batch_size], [chosen.knee_rps], "r*", ms=14, label="chosen")
+        p95 = np.nan if chosen.p95_ms is None else chosen.p95_ms
+        lat_ax.plot([chosen.batch_size], [p95], "r*", ms=14, label="chosen")
     lat_ax.axhline(sla_ms, color="red", linestyle="--", label=f"SLA {sla_ms:g} ms")
     for ax, label in (
-        (tp_ax, "throughput (responses / s)"),
-        (lat_ax, "P95 latency incl. queue (ms)"),
+        (tp_ax, "knee: achieved at the highest rate meeting the rule (/s)"),
+        (lat_ax, "P95 at the knee, from the scheduled send (ms)"),
     ):
-        ax.set_xscale("log", base=2)
+        if with_knee:
+            ax.set_xscale("log", base=2)
         ax.set_xlabel("max batch size")
         ax.set_ylabel(label)
         ax.legend()
-    fig.suptitle("Batch-size sweep on the real server path")
+    fig.suptitle("Batch-size sweep on the real server path: open-loop Poisson knees")
     return _save(fig, path)

