@@ -36,12 +36,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hearthwatch.percentiles import percentiles
 from hearthwatch.runtime.enrichment.catalog import ZooModelConfig, load_catalog
 from hearthwatch.runtime.enrichment.hf_models import HfConfig
 from hearthwatch.runtime.enrichment.service import EnrichmentService, InputDetection
@@ -59,16 +58,13 @@ from hearthwatch.runtime.zoo.memory import GIB
 from hearthwatch.runtime.zoo.registry import ModelZoo
 from hearthwatch.tuning.environment import record_header, write_record
 from hearthwatch.tuning.frames import synthetic_frames
-from hearthwatch.tuning.loadgen import RequestRecord, schedule
+from hearthwatch.tuning.loadgen import RequestRecord
 from hearthwatch.tuning.method import (
     Method,
     Point,
     Sanity,
-    _busy_between,
-    _busy_ticks,
-    _cpu_seconds,
+    measure_schedule,
     spread,
-    window_figures,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,32 +242,17 @@ async def thrash(
         )
 
     window = method.window_for(rate)
-    offsets = schedule(rate, method.warmup_s + window, method.arrivals, seed)
     counters: dict[str, dict[str, int]] = {}
     at = {
         method.warmup_s: lambda: counters.__setitem__("start", _zoo_totals(service)),
         method.warmup_s + window: lambda: counters.__setitem__("end", _zoo_totals(service)),
     }
-    cpu_before, busy_before = _cpu_seconds(), _busy_ticks()
-    wall_before = time.perf_counter()
     failures: Counter[str] = Counter()
-    records = await open_loop_in_process(call, offsets, at, failures)
-    wall = time.perf_counter() - wall_before
-    cpu_after, busy_after = _cpu_seconds(), _busy_ticks()
-    figures = window_figures(records, method.warmup_s, window)
-    point = Point(  # as measure_point makes it
-        offered_rps=rate,
-        window_s=window,
-        scheduled_in_window=figures.scheduled,
-        ok_in_window=figures.served,
-        errors=figures.errors,
-        statuses={str(k): v for k, v in sorted(figures.statuses.items())},
-        achieved_rps=figures.served / window,
-        completed_in_window_rps=figures.completed / window,
-        latency_ms=percentiles(figures.latency_ms, supported_only=True),
-        lateness_ms=percentiles(figures.lateness_ms, supported_only=True),
-        client_cpu_share=(cpu_after - cpu_before) / wall / (os.cpu_count() or 1),
-        machine_busy=_busy_between(busy_before, busy_after),
+    point, _ = await measure_schedule(
+        lambda offsets: open_loop_in_process(call, offsets, at, failures), rate, method, seed
+    )
+    point = replace(
+        point,
         extra={
             "in_window": {k: counters["end"][k] - counters["start"][k] for k in ZOO_COUNTERS},
             "whole_run": _zoo_totals(service),

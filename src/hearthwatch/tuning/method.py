@@ -28,8 +28,8 @@ import resource
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -203,20 +203,23 @@ def window_figures(
     )
 
 
-async def measure_point(
-    url: str, payloads: Sequence[Payload], rate: float, method: Method, seed: int = 0
-) -> Point:
-    """Warm-up then one steady-state window at ``rate`` requests/s."""
+async def measure_schedule(
+    send: Callable[[np.ndarray], Awaitable[Sequence[RequestRecord]]],
+    rate: float,
+    method: Method,
+    seed: int = 0,
+) -> tuple[Point, Sequence[RequestRecord]]:
+    """Warm-up then one steady-state window at ``rate`` requests/s: ``send`` sends the requests
+    at the schedule's offsets (over HTTP, or in process) and returns their records."""
     window = method.window_for(rate)
     offsets = schedule(rate, method.warmup_s + window, method.arrivals, seed)
     cpu_before, busy_before = _cpu_seconds(), _busy_ticks()
     wall_before = time.perf_counter()
-    records = await run_schedule(url, payloads, offsets, method.timeout_s)
+    records = await send(offsets)
     wall = time.perf_counter() - wall_before
     cpu_after, busy_after = _cpu_seconds(), _busy_ticks()
     figures = window_figures(records, method.warmup_s, window)
-    streamed = any(payload.streamed for payload in payloads)
-    return Point(
+    point = Point(
         offered_rps=rate,
         window_s=window,
         scheduled_in_window=figures.scheduled,
@@ -229,10 +232,21 @@ async def measure_point(
         lateness_ms=percentiles(figures.lateness_ms, supported_only=True),
         client_cpu_share=(cpu_after - cpu_before) / wall / (os.cpu_count() or 1),
         machine_busy=_busy_between(busy_before, busy_after),
-        extra={"llm": llm_figures(records, method.warmup_s, method.warmup_s + window)}
-        if streamed
-        else {},
     )
+    return point, records
+
+
+async def measure_point(
+    url: str, payloads: Sequence[Payload], rate: float, method: Method, seed: int = 0
+) -> Point:
+    """Warm-up then one steady-state window at ``rate`` requests/s against ``url``."""
+    point, records = await measure_schedule(
+        lambda offsets: run_schedule(url, payloads, offsets, method.timeout_s), rate, method, seed
+    )
+    if not any(payload.streamed for payload in payloads):
+        return point
+    window_end = method.warmup_s + point.window_s
+    return replace(point, extra={"llm": llm_figures(records, method.warmup_s, window_end)})
 
 
 def _busy_between(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
