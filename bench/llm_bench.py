@@ -252,8 +252,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         profiles = Path(tmp) / "profiles.yml"
         profiles.write_text(yaml.safe_dump(bench_profile(max(users), args.output_tokens)))
-        env = {"LLM_ENABLED": "true", "LLM_PROFILE": "bench", "LLM_PROFILES_FILE": str(profiles),
-               "LOG_LEVEL": "warning", "USE_GPU": "false"}  # fmt: skip
+        env = {
+            "LLM_ENABLED": "true",
+            "LLM_PROFILE": "bench",
+            "LLM_PROFILES_FILE": str(profiles),
+            "LOG_LEVEL": "warning",
+            "USE_GPU": "false",
+            "LLM_REQUEST_TIMEOUT_S": str(args.timeout),  # the client's: neither side cuts first
+        }
         started = time.perf_counter()
         with ServerProcess(env, Path(tmp) / "server.log") as server:
             start_up_s = time.perf_counter() - started
