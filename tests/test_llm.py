@@ -236,7 +236,8 @@ def test_the_llm_routes_say_when_the_service_is_off(hog_server: Server) -> None:
 
 
 def test_profiles_file_is_checked(tmp_path: Path) -> None:
-    from hearthwatch.llm.profiles import ProfileError, load_profiles
+    from hearthwatch.llm.errors import ProfileError
+    from hearthwatch.llm.profiles import load_profiles
 
     bad = tmp_path / "bad.yml"
     bad.write_text(yaml.safe_dump({"x": {"max_concurrent_sessions": 0}}))

@@ -15,17 +15,19 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from hearthwatch.llm.admission import (
-    Admission,
-    AdmissionClosedError,
-    QueueFullError,
-    SessionTimeoutError,
-)
+from hearthwatch.llm.admission import Admission
 from hearthwatch.llm.chunks import assemble
 from hearthwatch.llm.engines.openai_compat import OpenAICompatConfig
 from hearthwatch.llm.engines.vllm import VllmConfig
-from hearthwatch.llm.gateway import Exchange, GatewayError, LlmGateway
-from hearthwatch.llm.profiles import EngineFlags, ProfileError, load_profiles, select_profile
+from hearthwatch.llm.errors import (
+    AdmissionClosedError,
+    AdmissionFullError,
+    GatewayError,
+    ProfileError,
+    SessionTimeoutError,
+)
+from hearthwatch.llm.gateway import Exchange, LlmGateway
+from hearthwatch.llm.profiles import EngineFlags, load_profiles, select_profile
 from hearthwatch.llm.supervisor import EngineSupervisor
 from hearthwatch.runtime.observability.telemetry import GpuReading
 
@@ -38,7 +40,7 @@ def test_admission_runs_queues_then_refuses() -> None:
         waiting = asyncio.ensure_future(gate.acquire(1))
         await asyncio.sleep(0)
         assert (gate.running, gate.waiting) == (2, 1)
-        with pytest.raises(QueueFullError, match="Queue full"):
+        with pytest.raises(AdmissionFullError, match="Queue full"):
             await gate.acquire(1)
         gate.release()  # the slot passes to the waiter
         await waiting
@@ -106,14 +108,19 @@ def test_closing_admission_answers_the_waiters_and_admits_no_one() -> None:
     asyncio.run(main())
 
 
-def test_profiles_are_chosen_by_name_then_gpu_then_cpu() -> None:
+def test_profiles_are_chosen_by_name_then_gpu_then_cpu(caplog: pytest.LogCaptureFixture) -> None:
     profiles = load_profiles()
     assert select_profile(profiles, "h100_80gb", None).name == "h100_80gb"
     assert select_profile(profiles, None, "NVIDIA H100 80GB HBM3").name == "h100_80gb"
+    assert select_profile(profiles, None, "NVIDIA H200").name == "h100_80gb"
     assert select_profile(profiles, None, "NVIDIA RTX A5500").name == "rtx_a5500_24gb"
-    assert select_profile(profiles, None, "Some Future GPU").name == "cpu"
     assert select_profile(profiles, None, None).name == "cpu"
-    with pytest.raises(ProfileError, match="known profiles: cpu, h100_80gb"):
+    with caplog.at_level(logging.WARNING):  # a GPU is never served by the CPU profile
+        assert select_profile(profiles, None, "Some Future GPU").name == "gpu"
+    assert "Some Future GPU" in caplog.text and "LLM_PROFILE" in caplog.text
+    without_gpu = {name: p for name, p in profiles.items() if name != "gpu"}
+    assert select_profile(without_gpu, None, "Some Future GPU").name == "cpu"
+    with pytest.raises(ProfileError, match="known profiles: cpu, gpu, h100_80gb"):
         select_profile(profiles, "rtx_a5000", None)
     thor = profiles["jetson_thor_128gb"]
     assert (thor.max_concurrent_sessions, thor.max_queue_depth) == (20, 10)

@@ -21,9 +21,8 @@ from hearthwatch.tuning.loadgen import (
     image_payloads,
     open_loop,
     schedule,
-    summarize,
 )
-from hearthwatch.tuning.loadtest import PROFILES, LoadTestPlan, run_load_test
+from hearthwatch.tuning.loadtest import PROFILES, LoadTestPlan, run_load_test, summarize
 from hearthwatch.tuning.report import write_load_report
 
 DELAY_S = 0.05
@@ -81,7 +80,7 @@ def test_known_delay_is_reproduced_at_the_offered_rate(delay_server: str) -> Non
     """Every latency includes the server's 50 ms, and requests leave on their schedule, not
     when earlier ones are answered: at 40/s (25 ms apart) two or more are out at once."""
     records = asyncio.run(open_loop(f"{delay_server}/sleep", BODY, rate=40, duration_s=2))
-    summary = summarize(records, 40, 2)
+    summary = summarize(records, 40, 0.0, 2)
     assert summary.sent == summary.ok == 80
     assert [r.scheduled_s for r in records] == pytest.approx(list(schedule(40, 2, "constant")))
     assert all(r.sent_s >= r.scheduled_s for r in records)  # never early
@@ -90,9 +89,24 @@ def test_known_delay_is_reproduced_at_the_offered_rate(delay_server: str) -> Non
     assert max_in_flight(records) >= 2
 
 
+def test_a_summary_measures_the_window_from_the_scheduled_send() -> None:
+    """The warm-up's slow answers stay out; latency runs from the scheduled send, so a client
+    that sent late still shows the wait; an answer long after the window is no throughput."""
+    warm_up = [RequestRecord(0.1 * i, 0.1 * i, 0.1 * i + 5.0, 200) for i in range(10)]
+    window = [RequestRecord(1.0 + 0.1 * i, 1.0 + 0.1 * i + 0.2, 1.0 + 0.1 * i + 0.25, 200)
+              for i in range(9)]  # fmt: skip
+    straggler = RequestRecord(1.95, 1.95, 9.0, 200)  # done far past the window and its grace
+    summary = summarize(warm_up + window + [straggler], 10, 1.0, 1.0)
+    assert summary.sent == summary.ok == 10
+    assert summary.achieved_rps == pytest.approx(9.0)  # 9 served in a 1 s window
+    assert summary.latency_ms["p50"] == pytest.approx(250.0)  # not 50 ms from the late send
+    assert summary.lateness_ms["p50"] == pytest.approx(200.0)
+    assert summary.fell_behind
+
+
 def test_rejections_are_counted_not_hidden(delay_server: str) -> None:
     records = asyncio.run(open_loop(f"{delay_server}/busy", BODY, rate=50, duration_s=1))
-    summary = summarize(records, 50, 1)
+    summary = summarize(records, 50, 0.0, 1)
     assert summary.statuses == {"200": 25, "503": 25}
     assert summary.ok == 25
 
@@ -120,7 +134,7 @@ def test_profiles_verdicts_and_report_against_known_delays(delay_server: str, tm
     # an SLA a loaded machine meets too: a second for a 50 ms answer
     plan = LoadTestPlan(
         p95_sla_ms=DELAY_S * 1000 * 20, single_count=5, burst_size=8, rate=20, duration_s=1,
-        sweep_start_rate=10, sweep_growth=2, sweep_max_steps=3,
+        sweep_start_rate=10, sweep_growth=2, sweep_max_steps=3, warmup_s=0.25,
     )  # fmt: skip
     results = run_load_test(f"{delay_server}/sleep", BODY, PROFILES, plan)
     by_name = {r.name: r for r in results}
@@ -130,7 +144,7 @@ def test_profiles_verdicts_and_report_against_known_delays(delay_server: str, tm
     sweep = by_name["sweep"]
     assert [round(s.summary.offered_rps) for s in sweep.steps] == [10, 20, 40]
     assert "never broke" in sweep.note
-    strict = LoadTestPlan(p95_sla_ms=DELAY_S * 1000 / 2, rate=20, duration_s=1)
+    strict = LoadTestPlan(p95_sla_ms=DELAY_S * 1000 / 2, rate=20, duration_s=1, warmup_s=0.25)
     failed = run_load_test(f"{delay_server}/sleep", BODY, ["sustained"], strict)[0]
     assert not failed.passed  # the injected 50 ms breaks a 25 ms SLA
     rejected = run_load_test(f"{delay_server}/busy", BODY, ["burst"], plan)[0]

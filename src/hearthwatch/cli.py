@@ -286,6 +286,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         burst_size=args.burst,
         rate=args.rate,
         duration_s=args.duration,
+        warmup_s=args.warmup,
         arrival=args.arrival,
         sweep_start_rate=args.sweep_start,
         sweep_growth=args.sweep_growth,
@@ -398,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--rate", type=float, default=10.0, help="sustained requests/s")
     load.add_argument(
         "--duration", type=float, default=10.0, help="seconds per sustained or sweep step"
+    )
+    load.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of the same load before each window"
     )
     load.add_argument("--arrival", choices=["constant", "poisson"], default="poisson")
     load.add_argument("--sweep-start", type=float, default=2.0)

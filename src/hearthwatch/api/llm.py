@@ -20,14 +20,8 @@ from hearthwatch.api.body import read_body
 from hearthwatch.api.detect import services_of
 from hearthwatch.api.errors import ApiError, openai_error
 from hearthwatch.api.json_body import parse_json
-from hearthwatch.llm.gateway import (
-    ClientDisconnectedError,
-    Exchange,
-    GatewayError,
-    Lease,
-    LlmGateway,
-    wait_for_disconnect,
-)
+from hearthwatch.llm.errors import ClientDisconnectedError, GatewayError
+from hearthwatch.llm.gateway import Exchange, Lease, LlmGateway, wait_for_disconnect
 
 router = APIRouter(tags=["llm"])
 

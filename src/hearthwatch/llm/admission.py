@@ -1,24 +1,12 @@
 """Admission control: at most ``max_running`` requests on the engine, at most ``max_waiting``
-waiting in arrival order; one more is refused at once with :class:`QueueFullError`."""
+waiting in arrival order; one more is refused at once with :class:`AdmissionFullError`."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 
-
-class QueueFullError(RuntimeError):
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class AdmissionClosedError(RuntimeError):
-    """The server is shutting down: no more requests are admitted."""
-
-
-class SessionTimeoutError(TimeoutError):
-    """The request's timeout passed while it waited for a session."""
+from hearthwatch.llm.errors import AdmissionClosedError, AdmissionFullError, SessionTimeoutError
 
 
 class Admission:
@@ -53,7 +41,7 @@ class Admission:
             return
         if len(self._waiters) >= self.max_waiting:
             busy = f"{self.running} session{'' if self.running == 1 else 's'} busy"
-            raise QueueFullError(
+            raise AdmissionFullError(
                 f"Queue full: {busy}, {len(self._waiters)} queued",
                 retry_after_s=max(1, len(self._waiters)),
             )

@@ -29,18 +29,21 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from hearthwatch.llm.admission import (
-    Admission,
-    AdmissionClosedError,
-    QueueFullError,
-    SessionTimeoutError,
-)
+from hearthwatch.llm.admission import Admission
 from hearthwatch.llm.chunks import assemble, has_token
+from hearthwatch.llm.errors import (
+    AdmissionClosedError,
+    AdmissionFullError,
+    ClientDisconnectedError,
+    GatewayError,
+    SessionTimeoutError,
+    UpstreamError,
+)
 from hearthwatch.llm.metrics import LlmMetrics
 from hearthwatch.llm.profiles import HardwareProfile
 from hearthwatch.llm.requests import ChatRequest, CompletionRequest, ValidationError, error_summary
 from hearthwatch.llm.supervisor import EngineSupervisor
-from hearthwatch.llm.upstream import Reply, UpstreamError, post
+from hearthwatch.llm.upstream import Reply, post
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +56,6 @@ DEFAULT_MODEL = "default"
 CONNECT_TIMEOUT_S = 5.0
 DATA = b"data:"
 DONE = b"[DONE]"
-
-
-class GatewayError(Exception):
-    """An answer other than a completion: ``status``, a message and an OpenAI error ``code``;
-    every 503 carries a ``retry_after_s``."""
-
-    def __init__(
-        self, status: int, message: str, code: str, retry_after_s: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.retry_after_s = retry_after_s if retry_after_s or status != 503 else 1
-
-    @property
-    def outcome(self) -> str:
-        """The ``status`` label of ``hearthwatch_llm_requests_total`` for this error."""
-        if self.status == 504:
-            return "timeout"
-        return "engine_error" if self.status >= 500 else "bad_request"
-
-
-class ClientDisconnectedError(Exception):
-    """The client went away while its request waited."""
 
 
 @dataclass
@@ -220,7 +198,7 @@ class LlmGateway:
             acquire.result()
             claimed = True
             return Lease(self, exchange)
-        except QueueFullError as exc:
+        except AdmissionFullError as exc:
             self.metrics.requests.labels("queue_full").inc()
             raise GatewayError(503, str(exc), "queue_full", exc.retry_after_s) from None
         except SessionTimeoutError as exc:

@@ -10,15 +10,15 @@ the stdin and parent watch apply)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import selectors
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-PR_SET_PDEATHSIG = 1
+from hearthwatch.processes import die_with_parent
+
 GRACE_S = 8.0  # under the supervisor's own grace, so a clean stop stays clean
 POLL_S = 0.2
 
@@ -26,20 +26,6 @@ POLL_S = 0.2
 def guarded(command: Sequence[str]) -> list[str]:
     """``command`` run under a guard."""
     return [sys.executable, "-m", "hearthwatch.llm.guard", *command]
-
-
-def _die_with(guard_pid: int) -> Callable[[], None]:
-    """A pre-exec hook: the kernel kills the engine when the guard (this forking thread)
-    ends; if the guard is already gone, the engine does not start."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-
-    def hook() -> None:
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != guard_pid:
-            os._exit(1)
-
-    return hook
 
 
 def _signal_group(engine: subprocess.Popen[bytes], sig: int) -> None:
@@ -66,7 +52,7 @@ def run(command: Sequence[str]) -> int:
     engine = subprocess.Popen(
         list(command),
         stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with(os.getpid()),
+        preexec_fn=die_with_parent(signal.SIGKILL),
         start_new_session=True,
     )
     stopping = False

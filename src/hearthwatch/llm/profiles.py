@@ -14,13 +14,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hearthwatch.llm.errors import ProfileError
+
 log = logging.getLogger(__name__)
 
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
-
-
-class ProfileError(ValueError):
-    """The profile name or file cannot be used."""
 
 
 class EngineFlags(BaseModel):
@@ -79,7 +77,8 @@ def load_profiles(path: Path | None = None) -> dict[str, HardwareProfile]:
 def select_profile(
     profiles: dict[str, HardwareProfile], requested: str | None, gpu_name: str | None
 ) -> HardwareProfile:
-    """``requested`` when given (it must exist), else the GPU's profile, else ``cpu``."""
+    """``requested`` when given (it must exist), else the GPU's profile; on a GPU no profile
+    names, ``gpu`` (with one warning line); with no GPU, ``cpu``."""
     if requested:
         if requested not in profiles:
             raise ProfileError(
@@ -90,6 +89,13 @@ def select_profile(
         for profile in profiles.values():
             if any(match.lower() in gpu_name.lower() for match in profile.gpu_match):
                 return profile
+        if "gpu" in profiles:
+            log.warning(
+                "no LLM profile names GPU %r; using the generic 'gpu' profile (set LLM_PROFILE "
+                "to choose another)",
+                gpu_name,
+            )
+            return profiles["gpu"]
     if "cpu" not in profiles:
         raise ProfileError(f"no profile matches GPU {gpu_name!r} and there is no 'cpu' profile")
     return profiles["cpu"]

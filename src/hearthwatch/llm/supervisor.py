@@ -19,6 +19,7 @@ from typing import IO
 import httpx
 
 from hearthwatch.llm.engines.base import EngineConfig
+from hearthwatch.llm.errors import EngineStartError
 from hearthwatch.llm.guard import GRACE_S, guarded
 from hearthwatch.llm.profiles import EngineFlags
 from hearthwatch.processes import free_port, terminate
@@ -33,10 +34,6 @@ class EngineState(enum.Enum):
     READY = "ready"
     RESTARTING = "restarting"
     STOPPED = "stopped"
-
-
-class EngineStartError(RuntimeError):
-    """The engine did not become healthy within its start-up timeout."""
 
 
 class EngineSupervisor:

@@ -19,11 +19,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from hearthwatch.llm.errors import UpstreamError
+
 HIGH_WATER_BYTES = 256 * 1024
-
-
-class UpstreamError(Exception):
-    """The engine's connection failed, or what came back was not an HTTP reply."""
 
 
 class Reply(asyncio.Protocol):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -19,7 +18,7 @@ import aiohttp
 import numpy as np
 
 from hearthwatch.llm.chunks import has_token
-from hearthwatch.percentiles import Percentiles, percentiles
+from hearthwatch.percentiles import Percentiles
 
 Arrival = Literal["constant", "poisson"]
 LATE_WARNING_MS = 10.0
@@ -195,46 +194,3 @@ async def closed_loop(
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
     return sorted(sender.records, key=lambda r: r.scheduled_s)
-
-
-def summarize(
-    records: Sequence[RequestRecord], rate: float | None, duration_s: float
-) -> LoadSummary:
-    """Percentiles of the answered requests; ``rate`` None (closed loop): sent ÷ duration."""
-    ok = [r for r in records if r.status == 200]
-    latency = np.array([(r.done_s - r.sent_s) * 1000 for r in ok])
-    lateness = np.array([(r.sent_s - r.scheduled_s) * 1000 for r in records])
-    span = max((r.done_s for r in ok), default=0.0) - min((r.sent_s for r in records), default=0.0)
-    late = percentiles(lateness)
-    return LoadSummary(
-        offered_rps=rate if rate is not None else len(records) / duration_s,
-        duration_s=duration_s,
-        sent=len(records),
-        ok=len(ok),
-        statuses={str(k): v for k, v in sorted(Counter(r.status for r in records).items())},
-        achieved_rps=len(ok) / span if span > 0 else 0.0,
-        latency_ms=percentiles(latency),
-        lateness_ms={k: v for k, v in late.items() if v is not None},
-        fell_behind=bool(late["p99"] is not None and late["p99"] > LATE_WARNING_MS),
-        llm=_llm_summary(ok, span) if any(r.first_token_s is not None for r in ok) else None,
-    )
-
-
-def _llm_summary(ok: Sequence[RequestRecord], span_s: float) -> dict[str, Any]:
-    """TTFT (send → first token), TPOT ((E2E − TTFT) ÷ (tokens − 1)), tokens/s per request
-    and in total, as the vLLM / SGLang serving benchmarks define them."""
-    streamed = [r for r in ok if r.first_token_s is not None]
-    ttft = np.array([(r.first_token_s - r.sent_s) * 1000 for r in streamed])  # type: ignore[operator]
-    decode = [r for r in streamed if (r.output_tokens or 0) > 1]
-    tpot = np.array(
-        [(r.done_s - r.first_token_s) * 1000 / (r.output_tokens - 1) for r in decode]  # type: ignore[operator]
-    )
-    per_request = np.array([1000 / t for t in tpot if t > 0])
-    total_tokens = sum(r.output_tokens or 0 for r in streamed)
-    return {
-        "ttft_ms": percentiles(ttft),
-        "tpot_ms": percentiles(tpot),
-        "output_tokens_per_s_per_request": percentiles(per_request),
-        "output_tokens_per_s_total": total_tokens / span_s if span_s > 0 else 0.0,
-        "output_tokens": total_tokens,
-    }

@@ -23,7 +23,7 @@ from hearthwatch.tuning.loadtest import ProfileResult  # noqa: E402
 
 
 def _latencies(result: ProfileResult) -> np.ndarray:
-    return np.array([(r.done_s - r.sent_s) * 1000 for r in result.records if r.status == 200])
+    return np.array([(r.done_s - r.scheduled_s) * 1000 for r in result.records if r.status == 200])
 
 
 def _save(fig: Any, path: Path) -> Path:
