@@ -50,7 +50,7 @@ from hearthwatch.tuning.method import (
     measure_point,
     spread,
 )
-from hearthwatch.tuning.server_process import ServerProcess
+from hearthwatch.tuning.server_process import ServerProcess, process_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("gateway", "engine")
@@ -79,6 +79,15 @@ def bench_profile(users: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
+def engine_pid(guard_pid: int) -> int:
+    """The engine's process: the guard's one child (the guard itself where /proc says none)."""
+    children = Path(f"/proc/{guard_pid}/task/{guard_pid}/children")
+    try:
+        return int(children.read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return guard_pid
+
+
 def scenario_name(scenario: dict[str, Any]) -> str:
     if scenario["kind"] == "closed":
         return f"closed_{scenario['users']}_users"
@@ -95,8 +104,15 @@ def figure(point: dict[str, Any], path: tuple[str, ...]) -> float | None:
 class Run:
     """One benchmark run against a started server: measures points and keeps them."""
 
-    def __init__(self, server: ServerProcess, urls: dict[str, str], args: argparse.Namespace):
+    def __init__(
+        self,
+        server: ServerProcess,
+        urls: dict[str, str],
+        args: argparse.Namespace,
+        engine_pid: int,
+    ):
         self.server = server
+        self.engine_pid = engine_pid
         self.urls = urls
         self.args = args
         self.method = Method(
@@ -129,6 +145,7 @@ class Run:
         ]
         url, seed = self.urls[target], SALT_BASE + repeat  # both targets: the same schedule
         label = f"repeat {repeat} {scenario_name(scenario)} {target}"
+        cpu_before = self.cpu_readings()
         loop_cpu_before, started = self.server.main_thread_cpu_s(), time.perf_counter()
         if scenario["kind"] == "closed":
             closed = asyncio.run(
@@ -153,6 +170,12 @@ class Run:
                 "cpu_us_per_streamed_token": loop_cpu / tokens * 1e6,
                 "note": "the hearthwatch server's main thread; at engine points it only idles",
             }
+        cpu_after = self.cpu_readings()
+        point["cpu_us_per_streamed_token"] = {
+            name: (cpu_after[name] - before) / tokens * 1e6  # type: ignore[operator]
+            for name, before in cpu_before.items()
+            if before is not None and cpu_after[name] is not None
+        }
         point.update(scenario=scenario_name(scenario), target=target, repeat=repeat, wall_s=wall)
         self.points.append(point)
         llm = point["extra"]["llm"]
@@ -168,10 +191,19 @@ class Run:
         print(
             f"  {label:38s} {llm['output_tokens_per_s_total']:7.1f} tok/s  TTFT P50 "
             f"{llm['ttft_ms']['p50']:8.1f} ms (n={llm['ttft_ms']['samples']})  "
-            f"busy {point['machine_busy'] or 0:.0%}  {wall:5.1f} s",
+            f"busy {point['machine_busy'] or 0:.0%}  {wall:5.1f} s  CPU us/token "
+            + " ".join(f"{k} {v:.0f}" for k, v in point["cpu_us_per_streamed_token"].items()),
             flush=True,
         )
         return point
+
+    def cpu_readings(self) -> dict[str, float | None]:
+        """CPU seconds used so far by the whole server process and by the engine's: what a
+        streamed token costs each, the gateway's share included, whatever thread spends it."""
+        return {
+            "server_process": self.server.process_cpu_s(),
+            "engine_process": process_cpu_s(self.engine_pid),
+        }
 
     def of(self, scenario: str, target: str, path: tuple[str, ...]) -> list[float]:
         """A figure of every repeat, in repeat order."""
@@ -275,7 +307,7 @@ def main() -> int:
                 "gateway": f"{server.url}/v1/chat/completions",
                 "engine": f"{engine['url']}/v1/chat/completions",
             }
-            run = Run(server, urls, args)
+            run = Run(server, urls, args, engine_pid(engine["pid"]))
             for repeat in range(args.repeats):
                 order = TARGETS if repeat % 2 == 0 else TARGETS[::-1]
                 print(f"repeat {repeat}: {' then '.join(order)} at every point", flush=True)

@@ -456,8 +456,14 @@ def main() -> int:
             if knee is not None:
                 sanity.point(f"{name} knee, repeat {i + 1}", Point(**knee))
             if result["at_80pct_of_knee"] is not None:
-                sanity.point(f"{name} at 80 % of the knee, repeat {i + 1}",
-                             Point(**result["at_80pct_of_knee"]))  # fmt: skip
+                at_80 = Point(**result["at_80pct_of_knee"])
+                sanity.point(f"{name} at 80 % of the knee, repeat {i + 1}", at_80)
+                sanity.check(  # bisection trusts the capacity to hold still: check it did
+                    f"{name} at 80 % of the knee passes the knee rule, repeat {i + 1}",
+                    at_80.passes(method),
+                    f"achieved {at_80.achieved_rps:.3g}/s of {at_80.arrived_rps:.3g}/s arrived, "
+                    f"errors {at_80.errors}, P95 {at_80.latency_ms.get('p95')} ms",
+                )
             lone = result["single_request"]["latency_ms"]["p50"]
             batch1 = model_rows[0]["batch_ms"]
             sanity.check(

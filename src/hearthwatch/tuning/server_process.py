@@ -71,12 +71,11 @@ class ServerProcess:
             return int((task / "schedstat").read_text().split()[0]) / 1e9
         except (OSError, ValueError, IndexError):
             pass
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return _stat_cpu_s(task / "stat")
+
+    def process_cpu_s(self) -> float | None:
+        """CPU seconds the whole server process (every thread) has used, to 10 ms."""
+        return process_cpu_s(self.process.pid)
 
     def stop(self) -> None:
         terminate(self.process, grace_s=30)
@@ -92,3 +91,18 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds process ``pid`` (every thread) has used, to a clock tick (10 ms); None
+    where the OS does not say."""
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu_s(stat_path: Path) -> float | None:
+    try:
+        stat = stat_path.read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
