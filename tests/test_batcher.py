@@ -110,15 +110,13 @@ def test_an_explicit_minimum_waits_for_company_until_the_batch_is_full() -> None
 
 
 def test_a_full_batch_leaves_without_waiting_for_the_window() -> None:
-    rec = Recorder()
-    batcher = make(rec, max_batch_size=4, min_queue_delay_ms=2000, max_queue_delay_ms=2000)
+    rec = Recorder()  # a window of a minute: a batch that waited for it would time out here
+    batcher = make(rec, max_batch_size=4, min_queue_delay_ms=60_000, max_queue_delay_ms=60_000)
 
-    async def main() -> float:
-        started = time.monotonic()
-        await asyncio.gather(*(batcher.submit(i, 5) for i in range(4)))
-        return time.monotonic() - started
+    async def main() -> None:
+        await asyncio.wait_for(asyncio.gather(*(batcher.submit(i, 120) for i in range(4))), 20)
 
-    assert run(main()) < 1.5
+    run(main())
     batcher.stop()
     assert rec.batches == [[0, 1, 2, 3]]
 
@@ -151,34 +149,56 @@ def test_an_expired_deadline_is_answered_and_never_run() -> None:
     rec = Recorder(hold=True)
     batcher = make(rec, max_batch_size=1, max_queue_delay_ms=0)
 
-    async def main() -> float:
+    async def main() -> None:
         running = await occupy_worker(batcher, rec)
-        started = time.monotonic()
+        # answered at its deadline while the worker is held (its gate gives way only after
+        # 10 s, and opens here only after the answer), not when the worker gets free
         with pytest.raises(DeadlineExceededError):
-            await batcher.submit(1, 0.05)
-        waited = time.monotonic() - started
+            await asyncio.wait_for(batcher.submit(1, 0.05), 5)
         rec.gate.set()
         await running
         await batcher.submit(2, 5)
-        return waited
 
-    waited = run(main())
+    run(main())
     batcher.stop()
-    assert waited < 0.05 + 0.1  # answered at its deadline, not when the worker got free
     assert rec.ran == [0, 2]
+
+
+def test_a_stop_that_times_out_never_leaves_two_workers() -> None:
+    rec = Recorder(hold=True)
+    batcher = make(rec, max_batch_size=1, max_queue_delay_ms=0)
+
+    def workers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == f"{batcher.name}-worker")
+
+    async def main() -> int:
+        running = await occupy_worker(batcher, rec)
+        batcher.stop(timeout_s=0.05)  # the worker is held: the join gives up
+        with pytest.raises(RuntimeError, match="still finishing"):
+            batcher.start()  # before: a second worker beside the first
+        assert workers() == 1
+        rec.gate.set()
+        return (await running).value
+
+    assert run(main()) == 0
+    batcher.stop()
+    assert workers() == 0
+    batcher.start()  # once stopped for good, it starts again: one worker, serving
+    assert workers() == 1
+    assert run(batcher.submit(3, 5)).value == 30
+    batcher.stop()
 
 
 def test_a_deadline_inside_the_minimum_window_sends_the_batch_before_it() -> None:
     rec = Recorder()
     batcher = make(rec, max_batch_size=8, min_queue_delay_ms=100, max_queue_delay_ms=100)
 
-    async def main() -> float:
-        return (await batcher.submit(1, 0.05)).timing.queue_s
+    async def main() -> None:
+        await batcher.submit(1, 0.05)
 
-    queued = run(main())
+    run(main())
     batcher.stop()
     assert rec.ran == [1]  # before: held for the 100 ms window, expired at 50 ms, never run
-    assert queued < 0.05
 
 
 def test_a_cancelled_caller_is_dropped_from_the_queue() -> None:
@@ -432,8 +452,7 @@ def test_no_request_starts_after_its_deadline_under_overlap() -> None:
     batcher.stop()
     pool.shutdown()
     served = [a for a in answers if isinstance(a, BatchResult)]
-    late = [a.timing.queue_s for a in served if a.timing.queue_s >= 0.25]
-    assert served and not late
+    assert served  # none handed over late: the model-clock test below checks that
     assert all(isinstance(a, DeadlineExceededError) for a in answers if a not in served)
     assert max(a.timing.batch_size for a in served) > 1  # batches filled while slots were busy
 

@@ -66,6 +66,7 @@ def _detect(server: Server, body: bytes) -> tuple[str, dict]:  # type: ignore[ty
     )
 
 
+@pytest.mark.detections
 @pytest.mark.parametrize("bad", [thin_png(100_000, 1), thin_png(1, 100_000)], ids=["wide", "tall"])
 def test_an_extreme_image_fails_alone_on_detect(server: Server, bad: bytes) -> None:
     photo = PHOTO.read_bytes()

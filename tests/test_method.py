@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import numpy as np
 import pytest
 
 from hearthwatch.tuning.loadgen import RequestRecord
-from hearthwatch.tuning.method import Method, Point, Sanity, find_knee, spread, window_figures
+from hearthwatch.tuning.method import (
+    Method,
+    Point,
+    Sanity,
+    find_knee,
+    measure_schedule,
+    spread,
+    window_figures,
+)
 
 
 def point(offered: float, achieved: float, errors: int = 0, p95: float | None = 10.0) -> Point:
@@ -13,7 +24,7 @@ def point(offered: float, achieved: float, errors: int = 0, p95: float | None = 
         offered_rps=offered,
         window_s=30.0,
         scheduled_in_window=int(offered * 30),
-        ok_in_window=int(achieved * 30),
+        served_from_window=int(achieved * 30),
         errors=errors,
         statuses={"200": int(achieved * 30)},
         achieved_rps=achieved,
@@ -51,6 +62,37 @@ def test_the_knee_search_stops_at_its_probe_budget() -> None:
     probed: list[float] = []
     knee = find_knee(server_with_capacity(1e9, probed), 1.0, Method(max_probes=5))
     assert len(probed) == 5 and knee.lowest_failing_rps is None
+
+
+def fifo_server(capacity: float):  # type: ignore[no-untyped-def]
+    """A send function for :func:`measure_schedule`: one request at a time, 1/capacity s each,
+    in arrival order; the records it would give."""
+
+    async def send(offsets: np.ndarray) -> list[RequestRecord]:
+        free_at, records = 0.0, []
+        for scheduled in offsets:
+            start = max(float(scheduled), free_at)
+            free_at = start + 1 / capacity
+            records.append(RequestRecord(float(scheduled), float(scheduled), free_at, 200))
+        return records
+
+    return send
+
+
+@pytest.mark.parametrize("overload", [1.08, 1.1, 1.5, 3.0])
+def test_throughput_never_reads_above_what_the_server_completes(overload: float) -> None:
+    """A server that completes 10 requests/s, offered more: the window's completions say 10/s
+    at most (no grace, no backlog counts), and the point fails the rule."""
+    method = Method(window_s=30, warmup_s=5, arrivals="constant")
+    point, _ = asyncio.run(measure_schedule(fifo_server(10.0), 10.0 * overload, method))
+    assert point.achieved_rps <= 10.0 * 1.001
+    assert not point.passes(method)
+
+
+def test_a_server_under_its_capacity_passes_at_the_rate_offered() -> None:
+    method = Method(window_s=30, warmup_s=5, arrivals="constant")
+    point, _ = asyncio.run(measure_schedule(fifo_server(10.0), 9.0, method))
+    assert point.passes(method) and point.achieved_rps == pytest.approx(9.0, rel=0.01)
 
 
 def test_a_point_with_errors_or_over_the_sla_does_not_pass() -> None:
@@ -100,7 +142,7 @@ def test_sanity_flags_impossible_results() -> None:
     sanity.repeats("moved", [100.0, 80.0])
     sanity.repeats("single", [100.0])
     sanity.repeats("nothing", [0.0, 0.0])
-    backlog = Point(**{**point(10.0, 10.0).as_dict(), "completed_in_window_rps": 14.0})
+    backlog = Point(**{**point(10.0, 10.0).as_dict(), "achieved_rps": 14.0})
     sanity.point("backlog", backlog)
     passed = {c["name"]: c["passed"] for c in sanity.checks}
     assert passed["pipeline above model"] is False

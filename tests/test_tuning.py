@@ -90,7 +90,7 @@ def synthetic_point(rate: float, capacity: float, window: float = 20.0) -> Point
     latency = {"samples": served, "p50": p95 / 2, "p95": p95, "p99": None, "mean": p95 / 2,
                "max": p95}  # fmt: skip
     return Point(
-        offered_rps=rate, window_s=window, scheduled_in_window=arrived, ok_in_window=served,
+        offered_rps=rate, window_s=window, scheduled_in_window=arrived, served_from_window=served,
         errors=0, statuses={"200": arrived}, achieved_rps=served / window, latency_ms=latency,
         lateness_ms={"samples": arrived, "p50": 0.5}, client_cpu_share=0.1, machine_busy=0.5,
     )  # fmt: skip
@@ -117,9 +117,9 @@ def test_the_served_fraction_is_judged_against_the_arrivals_in_the_window() -> N
     answered every one of them passes; one that left 27 of 200 unanswered does not."""
     method = Method(window_s=20, served_fraction=0.95)
     lucky = synthetic_point(10.0, 100.0)
-    all_served = Point(**{**lucky.as_dict(), "scheduled_in_window": 173, "ok_in_window": 173,
+    all_served = Point(**{**lucky.as_dict(), "scheduled_in_window": 173, "served_from_window": 173,
                           "achieved_rps": 173 / 20})  # fmt: skip
-    behind = Point(**{**lucky.as_dict(), "scheduled_in_window": 200, "ok_in_window": 173,
+    behind = Point(**{**lucky.as_dict(), "scheduled_in_window": 200, "served_from_window": 173,
                       "achieved_rps": 173 / 20})  # fmt: skip
     assert all_served.passes(method) and not behind.passes(method)
 
@@ -226,13 +226,14 @@ def test_loadtest_command_writes_a_report_against_the_server(
         "--rate",
         "4",
     ]
-    argv += ["--duration", "1.5", "--p95-sla-ms", "5000", "--width", "320", "--height", "240"]
+    argv += ["--duration", "3", "--warmup", "0.5", "--arrival", "constant", "--p95-sla-ms", "5000"]
+    argv += ["--width", "320", "--height", "240"]  # 12 requests 0.25 s apart, each inside
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("PASS") == 3
     report = json.loads((tmp_path / "report.json").read_text())
     assert [p["profile"] for p in report["profiles"]] == ["single", "burst", "sustained"]
-    assert report["profiles"][1]["sent"] == 4
+    assert report["profiles"][1]["scheduled_in_window"] == 4
     for name in (
         "percentiles.png",
         "latency_distribution.png",

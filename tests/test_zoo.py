@@ -197,6 +197,25 @@ def test_a_pinned_model_is_never_evicted() -> None:
     assert states(zoo) == {"a": "on_host", "b": "loaded"}
 
 
+def test_a_pin_whose_load_fails_leaves_the_model_unpinned() -> None:
+    zoo = zoo_with(
+        100 * KIB,
+        a=(Priority.LOW, TensorLoader(100 * KIB)),
+        b=(Priority.HIGH, TensorLoader(100 * KIB)),
+    )
+
+    async def main() -> None:
+        await zoo.pin_loaded("a", 5)
+        with pytest.raises(ZooFullError):  # a is pinned: no room for b
+            await zoo.pin_loaded("b", 0.2)
+        zoo.pin("a", False)  # before: b stayed pinned, though its pin was refused
+        await use(zoo, "a")
+
+    asyncio.run(main())
+    pinned = {row.name: row.pinned for row in zoo.stats()}
+    assert pinned == {"a": False, "b": False}
+
+
 def test_bad_registrations_are_refused() -> None:
     with pytest.raises(ValueError, match="budget"):
         ModelZoo(0)

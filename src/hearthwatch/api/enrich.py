@@ -110,10 +110,10 @@ def zoo_model(request: Request, name: str) -> EnrichmentService:
 
 @router.post("/api/zoo/{name}/pin")
 async def pin(request: Request, name: str) -> dict[str, Any]:
-    """Pin the model and load it: it stays on the device until unpinned."""
+    """Pin the model and load it: it stays on the device until unpinned. A load that fails
+    (no room in time, out of memory) leaves the pin as it was, and says why."""
     zoo = zoo_model(request, name).zoo
-    zoo.pin(name, True)
-    await zoo.load(name, services_of(request).settings.enrich_timeout_ms / 1000)
+    await zoo.pin_loaded(name, services_of(request).settings.enrich_timeout_ms / 1000)
     return {"name": name, "pinned": True}
 
 

@@ -11,14 +11,13 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 import numpy as np
 
 from hearthwatch.llm.chunks import has_token
-from hearthwatch.percentiles import Percentiles
 
 Arrival = Literal["constant", "poisson"]
 LATE_WARNING_MS = 10.0
@@ -32,23 +31,6 @@ class RequestRecord:
     status: int  # 0: no HTTP answer (connection error or client timeout)
     first_token_s: float | None = None  # streamed LLM requests only
     output_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class LoadSummary:
-    offered_rps: float
-    duration_s: float
-    sent: int
-    ok: int
-    statuses: dict[str, int]
-    achieved_rps: float
-    latency_ms: Percentiles
-    lateness_ms: dict[str, float | int]
-    fell_behind: bool
-    llm: dict[str, Any] | None = None  # TTFT and tokens/s of streamed LLM requests
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def schedule(rate: float, duration_s: float, arrival: Arrival, seed: int = 0) -> np.ndarray:

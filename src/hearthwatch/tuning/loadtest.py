@@ -3,15 +3,16 @@
 - ``single``: one request at a time;
 - ``burst``: N requests at once;
 - ``sustained``: open-loop arrivals (constant or Poisson) at a rate for a duration;
-- ``sweep``: rising open-loop rates until the SLA breaks.
+- ``sweep``: the knee: open-loop rates rising by ``sweep_growth`` until one fails, then
+  bisection to ``resolution``.
 
-Each profile is measured by the shared method (:mod:`hearthwatch.tuning.method`): latency
-runs from each request's scheduled send time; an open-loop profile sends ``warmup_s`` of the
-same load first and measures only the window after it, its throughput being the successes
-scheduled in the window and done by its end (plus the grace) ÷ the window's length; a closed
-loop (``single``) sends one warm-up request first. A profile passes when every measured request
-got 200 (503s and 504s are counted, never hidden), it kept up (achieved ≥ 95 % of what was
-scheduled) and the P95 latency meets the SLA; a sweep reports the highest rate that passed.
+Each profile is measured by the shared method (:mod:`hearthwatch.tuning.method`) and judged by
+its rule (:meth:`~hearthwatch.tuning.method.Point.passes`): latency runs from each request's
+scheduled send time; an open-loop profile sends ``warmup_s`` of the same load first and
+measures only the window after it; ``single`` sends one warm-up request first; throughput is
+the successes completed inside the window ÷ its length. A profile passes with no errors (503s
+and 504s are counted, never hidden), ≥ 95 % of its arrivals served, and its P95 under the SLA
+(with fewer than 200 samples, no P95 is reported and every request must meet the SLA).
 """
 
 from __future__ import annotations
@@ -24,22 +25,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hearthwatch.percentiles import percentiles
 from hearthwatch.tuning.loadgen import (
-    LATE_WARNING_MS,
     Arrival,
-    LoadSummary,
     Payload,
     RequestRecord,
     burst,
     closed_loop,
     image_payloads,
-    open_loop,
+    run_schedule,
 )
-from hearthwatch.tuning.method import llm_figures, window_figures
+from hearthwatch.tuning.method import (
+    Method,
+    Point,
+    find_knee,
+    measure_schedule,
+    point_from_records,
+)
 
 PROFILES = ("single", "burst", "sustained", "sweep")
-SERVED_FRACTION = 0.95  # a profile keeps up when this share of what was scheduled is served
 Route = Literal["detect", "v2", "chat"]
 
 
@@ -55,6 +58,7 @@ class LoadTestPlan:
     sweep_start_rate: float = 2.0
     sweep_growth: float = 1.5
     sweep_max_steps: int = 8
+    resolution: float = 0.05
     timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -62,17 +66,32 @@ class LoadTestPlan:
             raise ValueError("SLA, rate and duration must be > 0")
         if self.warmup_s < 0:
             raise ValueError(f"warmup_s must be >= 0, got {self.warmup_s}")
-        if self.single_count < 1 or self.burst_size < 1 or self.sweep_max_steps < 1:
-            raise ValueError("counts and steps must be >= 1")
-        if self.sweep_growth <= 1 or self.sweep_start_rate <= 0:
-            raise ValueError("a sweep needs a start rate > 0 and a growth > 1")
+        if self.single_count < 1 or self.burst_size < 1:
+            raise ValueError("counts must be >= 1")
+        if self.sweep_growth <= 1 or self.sweep_start_rate <= 0 or self.sweep_max_steps < 2:
+            raise ValueError("a sweep needs a start rate > 0, a growth > 1 and two steps or more")
+        self.method()  # its own checks
+
+    def method(self) -> Method:
+        """The shared method with this plan's windows and rule."""
+        return Method(
+            window_s=self.duration_s,
+            warmup_s=self.warmup_s,
+            min_requests=1,
+            arrivals=self.arrival,
+            repeats=1,
+            sla_p95_ms=self.p95_sla_ms,
+            resolution=self.resolution,
+            timeout_s=self.timeout_s,
+            max_probes=self.sweep_max_steps,
+        )
 
 
 @dataclass
 class ProfileResult:
     name: str
-    summary: LoadSummary
-    records: list[RequestRecord]
+    summary: Point
+    records: list[RequestRecord]  # those scheduled in the window
     passed: bool
     steps: list[ProfileResult] = field(default_factory=list)  # a sweep's rates
     note: str = ""
@@ -155,60 +174,32 @@ def route_target(
     raise ValueError(f"unknown route {route!r}; use detect, v2 or chat")
 
 
-def summarize(
-    records: Sequence[RequestRecord], rate: float | None, start_s: float, window_s: float
-) -> LoadSummary:
-    """What ``records`` say about the window [start_s, start_s + window_s), by the shared
-    method's rules; ``rate`` None (a closed loop or a burst): what was scheduled in it ÷ its
-    length."""
-    figures = window_figures(records, start_s, window_s)
-    late = percentiles(figures.lateness_ms)
-    streamed = any(r.first_token_s is not None for r in records)
-    return LoadSummary(
-        offered_rps=rate if rate is not None else figures.scheduled / window_s,
-        duration_s=window_s,
-        sent=figures.scheduled,
-        ok=figures.statuses.get(200, 0),
-        statuses={str(k): v for k, v in sorted(figures.statuses.items())},
-        achieved_rps=figures.served / window_s,
-        latency_ms=percentiles(figures.latency_ms),
-        lateness_ms={k: v for k, v in late.items() if v is not None},
-        fell_behind=bool(late["p99"] is not None and late["p99"] > LATE_WARNING_MS),
-        llm=llm_figures(records, start_s, start_s + window_s) if streamed else None,
-    )
-
-
-def _verdict(summary: LoadSummary, sla_ms: float) -> bool:
-    p95 = summary.latency_ms["p95"]
-    kept_up = summary.achieved_rps >= SERVED_FRACTION * summary.sent / summary.duration_s
-    return summary.ok == summary.sent and kept_up and p95 is not None and p95 <= sla_ms
-
-
 def _result(
-    name: str, records: list[RequestRecord], rate: float | None, start_s: float, plan: LoadTestPlan
+    name: str, records: list[RequestRecord], start_s: float, plan: LoadTestPlan
 ) -> ProfileResult:
-    """The profile's result over its window, from ``start_s`` to the last answer (a closed
-    loop or a burst) or for ``plan.duration_s`` (an open loop at ``rate``)."""
-    if rate is None:
-        window_s = max(r.done_s for r in records) - start_s
-        window_s = math.nextafter(window_s, math.inf)  # the last answer lies inside it
-    else:
-        window_s = plan.duration_s
-    summary = summarize(records, rate, start_s, window_s)
-    measured = [r for r in records if start_s <= r.scheduled_s < start_s + window_s]
-    verdict = _verdict(summary, plan.p95_sla_ms)
-    return ProfileResult(name, summary, measured, verdict, sent_in_all=len(records))
+    """A closed loop's or a burst's result over its window, from ``start_s`` to its last
+    answer; what it offered is what was scheduled in it ÷ its length."""
+    window_s = math.nextafter(max(r.done_s for r in records) - start_s, math.inf)
+    offered = sum(1 for r in records if r.scheduled_s >= start_s) / window_s
+    point = point_from_records(records, offered, start_s, window_s)
+    measured = [r for r in records if r.scheduled_s >= start_s]
+    return ProfileResult(
+        name, point, measured, point.passes(plan.method()), sent_in_all=len(records)
+    )
 
 
 def _open_loop(
     name: str, url: str, payloads: Sequence[Payload], rate: float, plan: LoadTestPlan
 ) -> ProfileResult:
-    records = asyncio.run(
-        open_loop(
-            url, payloads, rate, plan.warmup_s + plan.duration_s, plan.arrival, plan.timeout_s
+    method = plan.method()
+    point, records = asyncio.run(
+        measure_schedule(
+            lambda offsets: run_schedule(url, payloads, offsets, plan.timeout_s), rate, method
         )
     )
-    return _result(name, records, rate, plan.warmup_s, plan)
+    end = method.warmup_s + point.window_s
+    measured = [r for r in records if method.warmup_s <= r.scheduled_s < end]
+    return ProfileResult(name, point, measured, point.passes(method), sent_in_all=len(records))
 
 
 def run_profile(
@@ -218,10 +209,10 @@ def run_profile(
         records = asyncio.run(
             closed_loop(url, payloads, 1, count=1 + plan.single_count, timeout_s=plan.timeout_s)
         )
-        return _result(name, records, None, records[1].scheduled_s, plan)
+        return _result(name, records, records[1].scheduled_s, plan)
     if name == "burst":
         records = asyncio.run(burst(url, payloads, plan.burst_size, plan.timeout_s))
-        return _result(name, records, None, 0.0, plan)
+        return _result(name, records, 0.0, plan)
     if name == "sustained":
         return _open_loop(name, url, payloads, plan.rate, plan)
     if name == "sweep":
@@ -230,25 +221,29 @@ def run_profile(
 
 
 def _sweep(url: str, payloads: Sequence[Payload], plan: LoadTestPlan) -> ProfileResult:
+    """The knee by the method's search; every rate tried is a step of the result."""
     steps: list[ProfileResult] = []
-    rate = plan.sweep_start_rate
-    for _ in range(plan.sweep_max_steps):
+
+    def measure(rate: float) -> Point:
         rotated = _rotate(payloads, sum(s.sent_in_all for s in steps))
-        step = _open_loop(f"sweep@{rate:.3g}/s", url, rotated, rate, plan)
-        steps.append(step)
-        if not step.passed:
-            break
-        rate *= plan.sweep_growth
-    passing = [s for s in steps if s.passed]
-    best = max(passing, key=lambda s: s.summary.offered_rps) if passing else steps[0]
-    note = (
-        f"highest rate meeting the SLA: {best.summary.offered_rps:.3g}/s"
-        if passing
-        else "the SLA broke at the first rate"
-    )
-    if passing and len(passing) == len(steps):
-        note += " (the SLA never broke: raise sweep_max_steps)"
-    return ProfileResult("sweep", best.summary, best.records, bool(passing), steps, note)
+        steps.append(_open_loop(f"sweep@{rate:.3g}/s", url, rotated, rate, plan))
+        return steps[-1].summary
+
+    knee = find_knee(measure, plan.sweep_start_rate, plan.method(), step=plan.sweep_growth)
+    if knee.knee is None:
+        best = min(steps, key=lambda s: s.summary.offered_rps)
+        note = f"no rate tried met the rule, down to {best.summary.offered_rps:.3g}/s"
+    else:
+        best = next(s for s in steps if s.summary is knee.knee)
+        note = f"the knee: {knee.knee.offered_rps:.3g}/s offered met the rule"
+        if knee.lowest_failing_rps is None:
+            note += "; no rate tried failed: raise sweep_max_steps"
+        else:
+            note += f"; {knee.lowest_failing_rps:.3g}/s did not"
+    return ProfileResult(
+        "sweep", best.summary, best.records, knee.knee is not None, steps, note,
+        sent_in_all=sum(s.sent_in_all for s in steps),
+    )  # fmt: skip
 
 
 def run_load_test(
@@ -272,4 +267,4 @@ def _rotate(payloads: Sequence[Payload], offset: int) -> list[Payload]:
 
 
 def _sent(result: ProfileResult) -> int:
-    return sum(s.sent_in_all for s in result.steps) if result.steps else result.sent_in_all
+    return result.sent_in_all

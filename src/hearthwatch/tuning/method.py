@@ -5,14 +5,16 @@
   behind shows as latency, and its lateness is reported.
 - Warm-up excluded: each point sends ``warmup_s`` of the same load first; only the steady-state
   window after it is measured. Throughput is the successful completions inside the window
-  divided by the window's length (no fencepost bias), and a window holds at least
+  divided by the window's length (no fencepost bias; never above what the server can
+  complete, however far the offered rate passes it), and a window holds at least
   ``min_requests`` requests (it is lengthened at low rates).
 - Percentiles (:func:`hearthwatch.percentiles.percentiles`) are reported with their sample
   count, a P95 only from ≥ 200 samples and a P99 only from ≥ 1 000.
 - The knee is found by bisection on the offered rate against a stated rule (achieved ≥ 95 % of
-  offered, no errors, P95 under the SLA where one is set) to a stated resolution. "Offered" in
-  the rule is the arrivals scheduled in the window per second, which a Poisson schedule puts
-  above or below the nominal rate by chance.
+  offered, ≥ 95 % of the window's arrivals served by its end plus a grace, no errors, P95
+  under the SLA where one is set) to a stated resolution. "Offered" in the rule is the
+  arrivals scheduled in the window per second, which a Poisson schedule puts above or below
+  the nominal rate by chance.
 - Repeats give every figure a spread (median, min, max); :class:`Sanity` collects the checks
   that flag impossible results instead of committing them silently.
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from hearthwatch.percentiles import P95_MIN_SAMPLES, Percentiles, percentiles
 from hearthwatch.tuning.loadgen import (
+    LATE_WARNING_MS,
     Arrival,
     Payload,
     RequestRecord,
@@ -45,8 +48,9 @@ from hearthwatch.tuning.loadgen import (
 )
 
 GRACE_FRACTION = 0.1
-"""A request scheduled in a window counts as served when done by the window's end plus this
-fraction of its length."""
+"""A request scheduled in a window counts as served from it when done by the window's end plus
+this fraction of its length (the queue-growth check; throughput itself counts completions
+inside the window only)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,11 +86,16 @@ class Method:
     @property
     def knee_rule(self) -> str:
         rule = (
-            f"achieved >= {self.served_fraction:.0%} of offered (the arrivals scheduled in the "
-            "window per second), no errors"
+            f"achieved (completions inside the window per second) >= {self.served_fraction:.0%} "
+            "of offered (the arrivals scheduled in the window per second), "
+            f">= {self.served_fraction:.0%} of those arrivals served by the window's end plus "
+            f"{GRACE_FRACTION:.0%} of its length, no errors"
         )
         if self.sla_p95_ms is not None:
-            rule += f", P95 <= {self.sla_p95_ms:g} ms"
+            rule += (
+                f", P95 <= {self.sla_p95_ms:g} ms (with fewer than {P95_MIN_SAMPLES} samples, "
+                "the slowest request)"
+            )
         return rule
 
     def describe(self) -> dict[str, Any]:
@@ -100,9 +109,9 @@ class Method:
             "resolution": self.resolution,
             "latency_from": "scheduled send time",
             "throughput": (
-                "successes among the requests scheduled in the window, completed by its end "
-                f"plus {GRACE_FRACTION:.0%} of its length, / window length (what completed "
-                "inside the window is recorded beside it, as a steadiness check)"
+                "successes completed inside the window / window length (the successes among "
+                f"the requests scheduled in it, done by its end plus {GRACE_FRACTION:.0%} of its "
+                "length, are recorded beside it: the queue-growth and steadiness check)"
             ),
         }
 
@@ -126,16 +135,15 @@ class Point:
     offered_rps: float
     window_s: float
     scheduled_in_window: int
-    ok_in_window: int
+    served_from_window: int  # successes among those, done by the window's end plus the grace
     errors: int
     statuses: dict[str, int]
-    achieved_rps: float
+    achieved_rps: float  # successes completed inside the window ÷ its length
     latency_ms: Percentiles
     lateness_ms: Percentiles
-    client_cpu_share: float
-    machine_busy: float | None
+    client_cpu_share: float | None = None
+    machine_busy: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    completed_in_window_rps: float | None = None  # successes of any request done inside it
 
     @property
     def arrived_rps(self) -> float:
@@ -145,13 +153,28 @@ class Point:
         is judged against these, not against the nominal rate."""
         return self.scheduled_in_window / self.window_s
 
+    @property
+    def served_from_window_rps(self) -> float:
+        return self.served_from_window / self.window_s
+
+    @property
+    def fell_behind(self) -> bool:
+        """The load generator sent late (P95, or the latest where P95 is withheld, ≥ 10 ms)."""
+        late = self.lateness_ms.get("p95") or self.lateness_ms.get("max")
+        return late is not None and float(late) >= LATE_WARNING_MS
+
     def passes(self, method: Method) -> bool:
-        if self.errors or self.achieved_rps < method.served_fraction * self.arrived_rps:
+        share = method.served_fraction
+        if self.errors or self.achieved_rps < share * self.arrived_rps:
             return False
+        if self.served_from_window < share * self.scheduled_in_window:
+            return False  # a queue growing inside the window
         if method.sla_p95_ms is None:
             return True
-        p95 = self.latency_ms.get("p95")
-        return p95 is not None and p95 <= method.sla_p95_ms
+        bound = self.latency_ms.get("p95")
+        if bound is None and self.latency_ms.get("samples"):
+            bound = self.latency_ms.get("max")  # too few samples for a P95: every one counts
+        return bound is not None and bound <= method.sla_p95_ms
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,10 +207,11 @@ class WindowFigures:
 def window_figures(
     records: Sequence[RequestRecord], warmup_s: float, window_s: float
 ) -> WindowFigures:
-    """The window [warmup_s, warmup_s + window_s) of a run. A success counts towards the
-    throughput when it was scheduled in the window and done by its end plus the grace, so
-    neither a warm-up backlog draining into the window nor a queue growing inside it passes
-    for throughput."""
+    """The window [warmup_s, warmup_s + window_s) of a run. Throughput counts the successes
+    completed inside it, which no offered rate can push past what the server completes; the
+    successes among the requests scheduled in it and done by its end plus the grace show a
+    queue growing inside it (fewer served than scheduled) or a warm-up backlog draining into
+    it (more completed than served)."""
     end = warmup_s + window_s
     grace_end = end + GRACE_FRACTION * window_s
     inside = [r for r in records if warmup_s <= r.scheduled_s < end]
@@ -218,35 +242,44 @@ async def measure_schedule(
     records = await send(offsets)
     wall = time.perf_counter() - wall_before
     cpu_after, busy_after = _cpu_seconds(), _busy_ticks()
-    figures = window_figures(records, method.warmup_s, window)
-    point = Point(
-        offered_rps=rate,
-        window_s=window,
-        scheduled_in_window=figures.scheduled,
-        ok_in_window=figures.served,
-        errors=figures.errors,
-        statuses={str(k): v for k, v in sorted(figures.statuses.items())},
-        achieved_rps=figures.served / window,
-        completed_in_window_rps=figures.completed / window,
-        latency_ms=percentiles(figures.latency_ms, supported_only=True),
-        lateness_ms=percentiles(figures.lateness_ms, supported_only=True),
+    point = replace(
+        point_from_records(records, rate, method.warmup_s, window),
         client_cpu_share=(cpu_after - cpu_before) / wall / (os.cpu_count() or 1),
         machine_busy=_busy_between(busy_before, busy_after),
     )
     return point, records
 
 
+def point_from_records(
+    records: Sequence[RequestRecord], offered_rps: float, start_s: float, window_s: float
+) -> Point:
+    """What ``records`` say about the window [start_s, start_s + window_s) (percentiles only
+    where their samples support them); streamed LLM requests add their figures
+    (:func:`llm_figures`) as ``extra["llm"]``."""
+    figures = window_figures(records, start_s, window_s)
+    streamed = any(r.first_token_s is not None for r in records)
+    return Point(
+        offered_rps=offered_rps,
+        window_s=window_s,
+        scheduled_in_window=figures.scheduled,
+        served_from_window=figures.served,
+        errors=figures.errors,
+        statuses={str(k): v for k, v in sorted(figures.statuses.items())},
+        achieved_rps=figures.completed / window_s,
+        latency_ms=percentiles(figures.latency_ms, supported_only=True),
+        lateness_ms=percentiles(figures.lateness_ms, supported_only=True),
+        extra={"llm": llm_figures(records, start_s, start_s + window_s)} if streamed else {},
+    )
+
+
 async def measure_point(
     url: str, payloads: Sequence[Payload], rate: float, method: Method, seed: int = 0
 ) -> Point:
     """Warm-up then one steady-state window at ``rate`` requests/s against ``url``."""
-    point, records = await measure_schedule(
+    point, _ = await measure_schedule(
         lambda offsets: run_schedule(url, payloads, offsets, method.timeout_s), rate, method, seed
     )
-    if not any(payload.streamed for payload in payloads):
-        return point
-    window_end = method.warmup_s + point.window_s
-    return replace(point, extra={"llm": llm_figures(records, method.warmup_s, window_end)})
+    return point
 
 
 def _busy_between(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
@@ -305,7 +338,6 @@ class ClosedPoint:
     client_cpu_share: float
     machine_busy: float | None
     extra: dict[str, Any] = field(default_factory=dict)
-    completed_in_window_rps: float | None = None  # successes of any request done inside it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -470,16 +502,15 @@ class Sanity:
         late = point.lateness_ms.get("p95") or point.lateness_ms.get("max")
         self.check(
             f"{label}: the load generator kept up",
-            late is None or float(late) < 10.0,
+            not point.fell_behind,
             f"lateness P95 (or max) {late} ms",
         )
-        served, completed = point.achieved_rps, point.completed_in_window_rps
-        if completed is not None:
-            self.check(
-                f"{label}: steady (what completed in the window matches what was served from it)",
-                abs(completed - served) <= 0.1 * max(served, completed, 1e-9),
-                f"served from the window {served:.3g}/s, completed inside it {completed:.3g}/s",
-            )
+        served, completed = point.served_from_window_rps, point.achieved_rps
+        self.check(
+            f"{label}: steady (what completed in the window matches what was served from it)",
+            abs(completed - served) <= 0.1 * max(served, completed, 1e-9),
+            f"served from the window {served:.3g}/s, completed inside it {completed:.3g}/s",
+        )
 
     def repeats(self, name: str, values: Sequence[float], tolerance: float = 0.10) -> None:
         if len(values) < 2:

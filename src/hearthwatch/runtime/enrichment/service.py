@@ -255,7 +255,7 @@ class EnrichmentService:
         try:
             return await self._run_once(name, items, deadline)
         except ModelOutOfMemoryError:
-            evicted = await self.zoo.relieve(name)
+            evicted = await self.zoo.relieve(name, _left(deadline))
             log.warning("out of memory running %s: evicted %d model(s), once more", name, evicted)
         try:
             return await self._run_once(name, items, deadline)

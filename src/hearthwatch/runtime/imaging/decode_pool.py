@@ -1,5 +1,7 @@
-"""Host decoding off the event loop: :class:`DecodePool` decodes encoded images on its own
-thread pool under one pixel limit, and checks headers inline (they are cheap).
+"""Host decoding off the event loop: :class:`DecodePool` decodes encoded images, and checks
+the headers of those decoded on a device, on its own thread pool under one pixel limit (a
+header is cheap, but a hostile one is not: a PNG's compressed text chunks are inflated when
+its header is read).
 
 Thread-safe: its coroutines may be awaited on any event loop, from any number of requests at
 once; :meth:`DecodePool.shutdown` ends it.
@@ -31,10 +33,11 @@ class DecodePool:
         except ImageError as exc:
             raise exc.labelled(label) from None
 
-    def check(self, data: bytes, label: str | None = None) -> EncodedImage:
-        """``data`` checked but not decoded (its header only, so on the caller's thread)."""
+    async def check(self, data: bytes, label: str | None = None) -> EncodedImage:
+        """``data`` checked but not decoded (its header only), on the pool."""
+        loop = asyncio.get_running_loop()
         try:
-            return check_encoded(data, self.max_pixels)
+            return await loop.run_in_executor(self._pool, check_encoded, data, self.max_pixels)
         except ImageError as exc:
             raise exc.labelled(label) from None
 

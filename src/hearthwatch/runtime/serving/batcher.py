@@ -53,8 +53,10 @@ from hearthwatch.runtime.serving.isolation import isolate_failures
 
 log = logging.getLogger(__name__)
 
-DEADLINE_MARGIN_S = 0.001
-"""A batch leaves this long before the earliest deadline among the waiting, at the latest."""
+DEADLINE_MARGIN_S = 0.01
+"""A batch leaves this long before the earliest deadline among the waiting, at the latest:
+room for the worker thread to wake and take the GIL (Python's switch interval is 5 ms) before
+the deadline it is racing passes."""
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -226,6 +228,11 @@ class DynamicBatcher(Generic[In, Out]):
             _resolve(item, error=BatcherStoppedError(f"{self.name} is shutting down; not run"))
 
     # -- introspection -----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (after :meth:`stop` timed out: still finishing)."""
+        return self._thread is not None and self._thread.is_alive()
+
     @property
     def queued(self) -> int:
         return len(self._queue)

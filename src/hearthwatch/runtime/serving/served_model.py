@@ -104,10 +104,13 @@ class ServedModel:
         self.ready = True
 
     def stop(self) -> None:
+        """Finish what is queued and running, then end the worker and the device thread; a
+        worker still busy after the batcher's own bound leaves the device thread to end with
+        its last batch rather than holding shutdown with it."""
         self.ready = False
         self.batcher.stop()
         if self._device_thread is not None:
-            self._device_thread.shutdown(wait=True)
+            self._device_thread.shutdown(wait=not self.batcher.running)
 
     def _run_batch(self, images: Sequence[Image]) -> Outputs[Answer] | Future[Outputs[Answer]]:
         started = time.monotonic()
@@ -141,11 +144,11 @@ class ServedModel:
 
     async def intake(self, data: bytes, decoder: DecodePool, label: str | None = None) -> Image:
         """Encoded ``data`` as this model takes it: decoded on ``decoder``'s pool, or only
-        checked (its header, here) when the detector decodes on its device. Bad input raises
+        checked (its header only) when the detector decodes on its device. Bad input raises
         :class:`ImageError` (with ``label`` in front) and counts as a BAD_INPUT failure."""
         try:
             if self.detector.decodes_on_device:
-                return decoder.check(data, label)
+                return await decoder.check(data, label)
             return await decoder.decode(data, label)
         except ImageError:
             self.stats.record_failure("BAD_INPUT", 0.0)

@@ -261,6 +261,18 @@ class ModelZoo:
         self._entry(name).pinned = pinned
         self._changes.notify()
 
+    async def pin_loaded(self, name: str, timeout_s: float) -> None:
+        """Pin the model and load it (pinned first: nothing evicts it between the two). A load
+        that fails (no room in time, out of memory) leaves the pin as it was, and raises."""
+        entry = self._entry(name)
+        was_pinned = entry.pinned
+        self.pin(name, True)
+        try:
+            await self.load(name, timeout_s)
+        except BaseException:
+            self.pin(name, was_pinned)
+            raise
+
     # -- leases ----------------------------------------------------------------------------
     @asynccontextmanager
     async def lease(self, name: str, timeout_s: float) -> AsyncIterator[Any]:
