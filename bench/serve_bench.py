@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -342,6 +343,11 @@ def main() -> int:
     unknown = set(servers) - set(SERVERS)
     if unknown:
         parser.error(f"unknown servers {sorted(unknown)}; choose from {SERVERS}")
+    if "litserve" in servers and importlib.util.find_spec("litserve") is None:
+        parser.error(
+            "the LitServe peer needs litserve: pip install -e '.[bench]' "
+            "(or leave it out with --servers hearthwatch,naive)"
+        )
     method = Method(
         window_s=args.window,
         warmup_s=args.warmup,
