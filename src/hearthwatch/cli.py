@@ -398,10 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--burst", type=int, default=16)
     load.add_argument("--rate", type=float, default=10.0, help="sustained requests/s")
     load.add_argument(
-        "--duration", type=float, default=10.0, help="seconds per sustained or sweep step"
+        "--duration", type=float, default=30.0, help="seconds per sustained or sweep window"
     )
     load.add_argument(
-        "--warmup", type=float, default=2.0, help="seconds of the same load before each window"
+        "--warmup", type=float, default=5.0, help="seconds of the same load before each window"
     )
     load.add_argument("--arrival", choices=["constant", "poisson"], default="poisson")
     load.add_argument("--sweep-start", type=float, default=2.0)

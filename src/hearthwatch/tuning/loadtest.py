@@ -52,8 +52,8 @@ class LoadTestPlan:
     single_count: int = 20
     burst_size: int = 16
     rate: float = 10.0
-    duration_s: float = 10.0
-    warmup_s: float = 2.0
+    duration_s: float = 30.0  # the shared method's least window
+    warmup_s: float = 5.0
     arrival: Arrival = "poisson"
     sweep_start_rate: float = 2.0
     sweep_growth: float = 1.5
