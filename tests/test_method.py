@@ -127,6 +127,13 @@ def test_only_the_window_counts_and_latency_runs_from_the_scheduled_time() -> No
     assert sorted(figures.lateness_ms.round(1)) == [0.0, 0.0, 100.0]
 
 
+def test_a_late_generator_is_flagged_where_its_lateness_matters() -> None:
+    late = {"samples": 50, "p50": 20.0, "p95": None, "max": 25.0}
+    fast = Point(**{**point(1.0, 1.0).as_dict(), "lateness_ms": late})  # 25 ms late, 5 ms P50
+    slow = Point(**{**fast.as_dict(), "latency_ms": {"samples": 50, "p50": 5000.0}})
+    assert fast.fell_behind and not slow.fell_behind
+
+
 def test_spread_is_median_min_and_max() -> None:
     assert spread([3.0, 1.0, 2.0]) == {"value": 2.0, "min": 1.0, "max": 3.0, "n": 3}
     with pytest.raises(ValueError):
