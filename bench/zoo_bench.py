@@ -19,8 +19,8 @@ other one ("tight"), so the MEDIUM and LOW models take turns in one slot. Each i
 fresh service by the method: the same priming (one request of each mix, one after another),
 then open-loop Poisson arrivals at ``--rate``, ``--warmup`` seconds of them excluded, and one
 steady-state window (longer at low rates so that it holds ``--min-requests``); throughput is
-counted as the method counts it (successes among the requests scheduled in the window ÷ its
-length, what completed inside it recorded beside), latency runs from each request's scheduled
+counted as the method counts it (successes completed inside the window ÷ its length, those
+served from it recorded beside), latency runs from each request's scheduled
 time, percentiles come with their sample counts, and every failure is counted with the status
 the server would answer: 503 (no room in the zoo within the deadline), 504 (the deadline passed
 in a queue), 500 (anything else, by type). Evictions and loads are counted inside the window.
