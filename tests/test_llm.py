@@ -214,7 +214,7 @@ def test_an_unknown_profile_stops_start_up_naming_the_known_ones() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "unknown LLM profile 'rtx_9090'" in result.stderr
-    assert "cpu, h100_80gb, jetson_thor_128gb, rtx_4000_20gb, rtx_a5500_24gb" in result.stderr
+    assert "cpu, gpu, h100_80gb, jetson_thor_128gb, rtx_4000_20gb, rtx_a5500_24gb" in result.stderr
 
 
 def test_a_missing_model_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
@@ -278,8 +278,10 @@ def test_loadtest_reports_ttft_and_tokens_for_the_chat_route(
     assert main(argv) == 1  # the burst overflows 2 sessions + 2 waiting: FAIL, not hidden
     profiles = json.loads((tmp_path / "report.json").read_text())["profiles"]
     single, burst = profiles
-    assert single["passed"] and single["llm"]["output_tokens"] == 2 * 16
-    assert 0 < single["llm"]["ttft_ms"]["p50"] < single["latency_ms"]["p50"]
+    llm = single["extra"]["llm"]
+    assert single["passed"]
+    assert llm["output_tokens_in_window"] == 2 * 16
+    assert 0 < llm["ttft_ms"]["p50"] < single["latency_ms"]["p50"]
     assert burst["statuses"] == {"200": 4, "503": 2}
     assert "TTFT" in (tmp_path / "report.md").read_text()
 

@@ -22,7 +22,7 @@ from hearthwatch.tuning.loadgen import (
     open_loop,
     schedule,
 )
-from hearthwatch.tuning.loadtest import PROFILES, LoadTestPlan, run_load_test
+from hearthwatch.tuning.loadtest import PROFILES, LoadTestPlan, _result, run_load_test
 from hearthwatch.tuning.method import Method, point_from_records
 from hearthwatch.tuning.report import write_load_report
 
@@ -114,6 +114,15 @@ def test_a_summary_measures_the_window_from_the_scheduled_send() -> None:
     assert summary.lateness_ms["p50"] == pytest.approx(200.0)
     assert summary.fell_behind
     assert not summary.passes(Method())
+
+
+def test_a_closed_loop_window_holds_its_last_answer_whatever_the_rounding() -> None:
+    """start + (last − start) can round below the last answer; the window still holds it."""
+    start, last = 3.8188730948830703, 5.101667533322784  # such a pair
+    records = [RequestRecord(start, start, 4.0, 200), RequestRecord(4.0, 4.0, last, 200)]
+    result = _result("single", records, start, LoadTestPlan(p95_sla_ms=10_000))
+    assert result.summary.achieved_rps * result.summary.window_s == pytest.approx(2)
+    assert result.passed
 
 
 def test_rejections_are_counted_not_hidden(delay_server: str) -> None:

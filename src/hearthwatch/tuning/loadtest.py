@@ -179,7 +179,10 @@ def _result(
 ) -> ProfileResult:
     """A closed loop's or a burst's result over its window, from ``start_s`` to its last
     answer; what it offered is what was scheduled in it ÷ its length."""
-    window_s = math.nextafter(max(r.done_s for r in records) - start_s, math.inf)
+    last = max(r.done_s for r in records)
+    window_s = last - start_s
+    while start_s + window_s <= last:  # the last answer inside it, whatever the rounding
+        window_s = math.nextafter(window_s, math.inf)
     offered = sum(1 for r in records if r.scheduled_s >= start_s) / window_s
     point = point_from_records(records, offered, start_s, window_s)
     measured = [r for r in records if r.scheduled_s >= start_s]
