@@ -234,6 +234,7 @@ def test_loadtest_command_writes_a_report_against_the_server(
     report = json.loads((tmp_path / "report.json").read_text())
     assert [p["profile"] for p in report["profiles"]] == ["single", "burst", "sustained"]
     assert report["profiles"][1]["scheduled_in_window"] == 4
+    assert report["method"]["window_s"] == 3 and report["sanity"]["checks"]
     for name in (
         "percentiles.png",
         "latency_distribution.png",

@@ -277,7 +277,12 @@ def _show_tuned(loaded: LoadedSettings) -> int:
 def cmd_loadtest(args: argparse.Namespace) -> int:
     with _tuning_extra("loadtest"):
         from hearthwatch.tuning.environment import record_header
-        from hearthwatch.tuning.loadtest import LoadTestPlan, route_target, run_load_test
+        from hearthwatch.tuning.loadtest import (
+            LoadTestPlan,
+            route_target,
+            run_load_test,
+            sanity_of,
+        )
         from hearthwatch.tuning.report import write_load_report
 
     plan = LoadTestPlan(
@@ -303,6 +308,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         "route": args.route,
         "arrival": args.arrival,
         "images": len(payloads),
+        "method": plan.method().describe(),
+        "sanity": sanity_of(results).as_dict(),
     }
     files = write_load_report(results, Path(args.out), args.p95_sla_ms, meta)
     for result in results:

@@ -37,6 +37,7 @@ from hearthwatch.tuning.loadgen import (
 from hearthwatch.tuning.method import (
     Method,
     Point,
+    Sanity,
     find_knee,
     measure_schedule,
     point_from_records,
@@ -247,6 +248,15 @@ def _sweep(url: str, payloads: Sequence[Payload], plan: LoadTestPlan) -> Profile
         "sweep", best.summary, best.records, knee.knee is not None, steps, note,
         sent_in_all=sum(s.sent_in_all for s in steps),
     )  # fmt: skip
+
+
+def sanity_of(results: Sequence[ProfileResult]) -> Sanity:
+    """The method's plausibility checks on every measured point (a sweep's every step)."""
+    sanity = Sanity()
+    for result in results:
+        for step in result.steps or [result]:
+            sanity.point(step.name, step.summary)
+    return sanity
 
 
 def run_load_test(
