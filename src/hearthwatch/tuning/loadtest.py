@@ -269,7 +269,7 @@ def run_load_test(
     for name in profiles:
         # each profile starts where the last stopped: no prompt cache or repeat helps it
         result = run_profile(name, url, _rotate(payloads, offset), plan)
-        offset += _sent(result)
+        offset += result.sent_in_all
         results.append(result)
     return results
 
@@ -277,7 +277,3 @@ def run_load_test(
 def _rotate(payloads: Sequence[Payload], offset: int) -> list[Payload]:
     cut = offset % len(payloads)
     return [*payloads[cut:], *payloads[:cut]]
-
-
-def _sent(result: ProfileResult) -> int:
-    return result.sent_in_all
