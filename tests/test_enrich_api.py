@@ -56,7 +56,7 @@ def test_detect_output_feeds_enrich(server: Server) -> None:
     found = httpx.post(f"{server.url}/detect?confidence=0.3", content=image, timeout=30)
     assert found.status_code == 200, found.text
     detections = found.json()["detections"]
-    assert detections, "HOG finds a person in the photo"
+    assert detections, "the detector finds a person in the photo"
     body = {"image": base64.b64encode(image).decode(), "detections": detections}
     reply = enrich(server, body)
     assert reply.status_code == 200, reply.text
@@ -181,14 +181,15 @@ def zoo_row(server: Any, name: str) -> dict[str, Any]:
     return rows[name]  # type: ignore[no-any-return]
 
 
-def test_the_default_catalog_without_weights_lists_models_as_unavailable(
+def test_the_default_catalog_lists_the_models_without_weights_as_unavailable(
     hog_server: Server,
 ) -> None:
     rows = {r["name"]: r for r in httpx.get(f"{hog_server.url}/api/zoo").json()["models"]}
-    assert rows["pose"]["state"] == "unavailable"
-    assert "download_models.py" in rows["pose"]["reason"]
+    assert rows["clothing"]["state"] == "unavailable"
+    assert "weights not found" in rows["clothing"]["reason"]
     reply = enrich(hog_server, {"image": frame_b64(), "detections": [PERSON]})
     assert reply.status_code == 200
-    assert reply.json()["models_run"] == [] and "pose" in reply.json()["unavailable"]
-    pin = httpx.post(f"{hog_server.url}/api/zoo/pose/pin")
+    assert {"pose", "face", "reid"} <= set(reply.json()["models_run"])  # packaged: real
+    assert {"threat", "clothing", "depth"} <= set(reply.json()["unavailable"])
+    pin = httpx.post(f"{hog_server.url}/api/zoo/clothing/pin")
     assert pin.status_code == 409 and "unavailable" in pin.json()["error"]

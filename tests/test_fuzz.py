@@ -1,6 +1,6 @@
-"""Property-based fuzzing of a real ``hearthwatch serve`` (HOG detector, the llama.cpp LLM with a
-profile capping ``max_tokens``, the enrichment service) from the OpenAPI document it serves:
-every operation, with bodies, schema-valid and schema-violating requests, derandomised. Any
+"""Property-based fuzzing of a real ``hearthwatch serve`` (the default detector, the llama.cpp
+LLM with a profile capping ``max_tokens``, the enrichment service) from the OpenAPI document it
+serves: every operation, with bodies, schema-valid and schema-violating requests, derandomised. Any
 500/502, status the document does not list for the operation, 503 without ``Retry-After``,
 response that violates its documented schema, or the server becoming unhealthy is a finding.
 A self-test runs the same harness against a small app with routes that misbehave on purpose."""

@@ -76,7 +76,8 @@ def test_an_extreme_image_fails_alone_on_detect(server: Server, bad: bytes) -> N
         statuses = [r.status_code for r in replies]
         assert statuses[:3] == [200, 200, 200], [r.text[:300] for r in replies]
         assert all(r.json()["detections"] for r in replies[:3])  # the photo has a person
-        # HOG scales it to a one-pixel strip and finds no one; a model that cannot is a 400
+        # the detector letterboxes it to a one-pixel strip and finds no one; a model that
+        # cannot take it answers 400
         assert statuses[3] == 200 and replies[3].json()["detections"] == [], replies[3].text
         batched_with_others += replies[3].json()["batch_size"] > 1
     assert batched_with_others, "the odd image never shared a batch: nothing was tested"

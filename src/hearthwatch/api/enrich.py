@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,6 +20,7 @@ from hearthwatch.api.schemas import EnrichRequest, EnrichResponse, ZooModelRow, 
 from hearthwatch.api.state import Services, services_of
 from hearthwatch.runtime.accel.device import device_name
 from hearthwatch.runtime.enrichment.service import EnrichmentService, InputDetection
+from hearthwatch.weights.packaged import WeightsOrigin, read_manifest
 
 MAX_ENRICH_VALUES = 32 * 1000  # 1000 detections of a dozen values each, and the rest; base64
 # image text holds no commas or brackets, so an image of any size fits
@@ -74,14 +76,27 @@ async def enrich(request: Request) -> dict[str, Any]:
     }
 
 
+def _origins(service: EnrichmentService, models_dir: Path) -> dict[str, WeightsOrigin]:
+    """Each model's weights' origin, licence and size (file-system reads: off the loop)."""
+    manifest = read_manifest(models_dir)
+    return {c.name: c.source.origin(models_dir, manifest) for c in service.catalog}
+
+
 @router.get("/api/zoo", response_model=ZooResponse)
 async def zoo_table(request: Request) -> dict[str, Any]:
     services = services_of(request)
     service = enrichment_of(services)
     stats = {row.name: row for row in service.zoo.stats()}
+    origins = await asyncio.to_thread(_origins, service, services.settings.models_dir)
     rows: list[ZooModelRow] = []
     for config in service.catalog:
-        common = {"name": config.name, "priority": config.priority, "triggers": config.triggers}
+        common = {
+            "name": config.name,
+            "priority": config.priority,
+            "triggers": config.triggers,
+            "source": config.source.type,
+            **origins[config.name].model_dump(),
+        }
         row = stats.get(config.name)
         if row is None:
             reason = service.unavailable[config.name]

@@ -122,6 +122,13 @@ class EnrichResponse(BaseModel):
 
 class ZooModelRow(ZooStats):
     triggers: list[str]
+    source: str = Field(description="The plugin type that runs it.")
+    origin: str = Field(
+        description="Where its weights came from: a package (name==version), a local file, "
+        "missing, or none (random initialisation)."
+    )
+    licence: str | None = Field(None, description="The weights' licence, when packaged.")
+    weights_bytes: int = Field(0, description="Size of its weights on disk.")
     state: str = Field(description="unloaded, loading, loaded, evicting, on_host or unavailable.")
     reason: str | None = None
     batches: int = Field(0, description="Model executions.")

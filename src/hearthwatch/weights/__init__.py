@@ -1,0 +1,1 @@
+"""The default models' pretrained weights: which packages ship them, and their install."""

