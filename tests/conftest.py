@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.util
 import os
+import platform
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +27,15 @@ from hearthwatch.tuning.server_process import ServerProcess
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests build models locally; never download
 
 MUTANT = "HEARTHWATCH_MUTATE_EMPTY_DETECTIONS"
+
+YUFACE_HAS_A_WHEEL = (
+    sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info < (3, 12)
+)
+needs_face_model = pytest.mark.skipif(
+    importlib.util.find_spec("yuface") is None and not YUFACE_HAS_A_WHEEL,
+    reason="yuface (the face model) ships wheels for CPython <= 3.11 on x86-64 Linux only",
+)
+"""Where yuface has a wheel, a missing face model fails the test; elsewhere it is skipped."""
 
 
 def _emptied(finish: Callable[..., list[Any]]) -> Callable[..., list[Any]]:

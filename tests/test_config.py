@@ -67,6 +67,18 @@ def test_the_packaged_yolo_is_the_default_detector_once_installed(tmp_path: Path
     assert detector.input_sizes == [320]
     with pytest.raises(ConfigError, match="multiples of 32"):
         load_settings(environ={**env, "DETECTOR__INPUT_SIZES": "[300]"})
+    # HOG's keys without a type now meet YOLO: the error says which detector and why
+    with pytest.raises(ConfigError, match=r"max_side .* default detector, darknet here \(the "
+                       "packaged YOLOv3-tiny is installed"):  # fmt: skip
+        load_settings(environ={"MODELS_DIR": str(tmp_path), "DETECTOR__MAX_SIDE": "1920"})
+    # naming the type keeps MODELS_DIR's files
+    named = {"MODELS_DIR": str(tmp_path), "DETECTOR__TYPE": "darknet"}
+    assert load_settings(environ=named).settings.detector.weights == folder / "yolov3-tiny.weights"
+
+
+def test_yolo_keys_without_a_type_say_yolo_is_not_installed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not installed under .*hearthwatch models install"):
+        load_settings(environ={"MODELS_DIR": str(tmp_path), "DETECTOR__INPUT_SIZES": "[416]"})
 
 
 def test_environment_switches_source_type_and_parses_json_lists() -> None:

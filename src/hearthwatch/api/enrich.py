@@ -7,7 +7,6 @@ import asyncio
 import base64
 import binascii
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,11 +15,18 @@ from pydantic import ValidationError
 from hearthwatch.api.body import read_body
 from hearthwatch.api.errors import ApiError
 from hearthwatch.api.json_body import parse_json_off_loop
-from hearthwatch.api.schemas import EnrichRequest, EnrichResponse, ZooModelRow, ZooResponse
+from hearthwatch.api.schemas import (
+    DetectorRow,
+    EnrichRequest,
+    EnrichResponse,
+    ZooModelRow,
+    ZooResponse,
+)
 from hearthwatch.api.state import Services, services_of
 from hearthwatch.runtime.accel.device import device_name
+from hearthwatch.runtime.detection.settings import SourceConfig
 from hearthwatch.runtime.enrichment.service import EnrichmentService, InputDetection
-from hearthwatch.weights.packaged import WeightsOrigin, read_manifest
+from hearthwatch.weights.packaged import WeightsOrigin
 
 MAX_ENRICH_VALUES = 32 * 1000  # 1000 detections of a dozen values each, and the rest; base64
 # image text holds no commas or brackets, so an image of any size fits
@@ -76,10 +82,12 @@ async def enrich(request: Request) -> dict[str, Any]:
     }
 
 
-def _origins(service: EnrichmentService, models_dir: Path) -> dict[str, WeightsOrigin]:
-    """Each model's weights' origin, licence and size (file-system reads: off the loop)."""
-    manifest = read_manifest(models_dir)
-    return {c.name: c.source.origin(models_dir, manifest) for c in service.catalog}
+def _origins(service: EnrichmentService, detector: SourceConfig) -> dict[str | None, WeightsOrigin]:
+    """Each zoo model's weights' origin, licence and size, and the detector's (keyed None).
+    File-system reads, a first one hashing a file: off the loop."""
+    found: dict[str | None, WeightsOrigin] = {c.name: c.source.origin() for c in service.catalog}
+    found[None] = detector.origin()
+    return found
 
 
 @router.get("/api/zoo", response_model=ZooResponse)
@@ -87,7 +95,15 @@ async def zoo_table(request: Request) -> dict[str, Any]:
     services = services_of(request)
     service = enrichment_of(services)
     stats = {row.name: row for row in service.zoo.stats()}
-    origins = await asyncio.to_thread(_origins, service, services.settings.models_dir)
+    settings = services.settings
+    origins = await asyncio.to_thread(_origins, service, settings.detector)
+    served = services.models[settings.model_name]
+    detector = DetectorRow(
+        name=settings.model_name,
+        source=settings.detector.type,
+        platform=served.detector.platform,
+        **origins[None].model_dump(),
+    )
     rows: list[ZooModelRow] = []
     for config in service.catalog:
         common = {
@@ -109,6 +125,7 @@ async def zoo_table(request: Request) -> dict[str, Any]:
         "device": device_name(services.device),
         "budget_bytes": service.zoo.budget_bytes,
         "resident_bytes": service.zoo.resident_bytes,
+        "detector": detector,
         "models": rows,
     }
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hearthwatch.runtime.observability.telemetry import GpuReading
 from hearthwatch.runtime.zoo.registry import ZooStats
+from hearthwatch.weights.packaged import WeightsOrigin
 
 
 class ErrorResponse(BaseModel):
@@ -135,10 +136,20 @@ class ZooModelRow(ZooStats):
     batched_items: int = Field(0, description="Crops or frames run; / batches = mean batch.")
 
 
+class DetectorRow(WeightsOrigin):
+    """The detector beside the zoo (it is not one of the zoo's models): where its weights came
+    from, like each zoo model's."""
+
+    name: str
+    source: str = Field(description="Its plugin type.")
+    platform: str
+
+
 class ZooResponse(BaseModel):
     device: str
     budget_bytes: int
     resident_bytes: int
+    detector: DetectorRow
     models: list[ZooModelRow]
 
 

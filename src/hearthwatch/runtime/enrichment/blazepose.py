@@ -10,26 +10,37 @@ off by the frame's edge, as a doorbell sees it); the framing whose pose score is
 Per crop: the 17 COCO keypoints in frame pixels, each scored by the model's visibility (0 for
 a point outside the crop, which the model guessed rather than saw), the pose score, and the
 postures :func:`~hearthwatch.runtime.enrichment.posture.postures` derives from them. Below
-``min_pose_score`` no keypoints are reported: there is no person pose in the crop.
+``min_pose_score`` no keypoints are reported. The pose score is the model's confidence in its
+landmarks, not evidence that a person is there: the model assumes one and scores a cat's face
+or a motorcycle up to 0.96. It runs on the detector's person boxes, which are that evidence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
 import torch
 from pydantic import Field
 
-from hearthwatch.runtime.enrichment.base import Enricher, EnrichItem, HostModelConfig
+from hearthwatch.runtime.enrichment.base import Enricher, EnricherConfig, EnrichItem
 from hearthwatch.runtime.enrichment.posture import COCO_KEYPOINTS, postures
 
 INPUT_SIDE = 256
 LANDMARKS = 39  # 33 body landmarks and 6 auxiliary ones, 5 values each
-COCO_FROM_BLAZEPOSE = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+BLAZEPOSE_LANDMARKS = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
+    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
+    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
+    "right_heel", "left_foot_index", "right_foot_index",
+)  # fmt: skip
+"""BlazePose's 33 landmarks in the model's output order (MediaPipe's pose landmark model card)."""
+COCO_FROM_BLAZEPOSE = tuple(BLAZEPOSE_LANDMARKS.index(name) for name in COCO_KEYPOINTS)
 OUTSIDE_TOLERANCE = 0.02  # of the crop's side: a point this far outside still counts as seen
 
 Framing = Literal["centred", "upper_body"]
@@ -122,8 +133,9 @@ class BlazePoseEnricher(Enricher):
         ]
 
 
-class BlazePoseConfig(HostModelConfig):
+class BlazePoseConfig(EnricherConfig):
     type: Literal["pose_blazepose"] = "pose_blazepose"
+    runs_on_host: ClassVar[bool] = True
     framings: list[Framing] = Field(
         default_factory=lambda: list(FRAMINGS),
         min_length=1,

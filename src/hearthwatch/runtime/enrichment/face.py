@@ -12,15 +12,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import cv2
 import numpy as np
 import torch
 from pydantic import Field
 
-from hearthwatch.runtime.enrichment.base import Enricher, EnrichItem, HostModelConfig
-from hearthwatch.weights.packaged import YUFACE, Manifest, WeightsOrigin, installed_origin
+from hearthwatch.runtime.enrichment.base import Enricher, EnricherConfig, EnrichItem
+from hearthwatch.runtime.imaging.preprocess import shrunk
+from hearthwatch.weights.packaged import YUFACE, WeightsOrigin, installed_origin
 
 LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "right_mouth", "left_mouth")
 
@@ -35,12 +35,7 @@ class FaceEnricher(Enricher):
     def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
         prepared = []
         for item in items:
-            height, width = item.image.shape[:2]
-            scale = min(1.0, self.max_side / max(height, width))
-            image = item.image
-            if scale < 1.0:
-                size = (max(1, round(width * scale)), max(1, round(height * scale)))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            image, scale = shrunk(item.image, self.max_side)
             prepared.append((np.ascontiguousarray(image[:, :, ::-1]), scale))  # YuNet takes BGR
         return prepared
 
@@ -77,8 +72,9 @@ def _yuface_detect() -> Any:
     return detect
 
 
-class FaceConfig(HostModelConfig):
+class FaceConfig(EnricherConfig):
     type: Literal["face"] = "face"
+    runs_on_host: ClassVar[bool] = True
     min_score: float = Field(
         0.8, ge=0.0, le=1.0, description="Real faces score about 0.9; headlights up to 0.75."
     )
@@ -95,9 +91,7 @@ class FaceConfig(HostModelConfig):
             return 0
         return sum(p.stat().st_size for p in Path(spec.origin).parent.glob("*.so*"))
 
-    def origin(self, models_dir: Path, manifest: Manifest) -> WeightsOrigin:
-        if importlib.util.find_spec("yuface") is None:
-            return WeightsOrigin(origin="missing")
+    def origin(self) -> WeightsOrigin:
         return installed_origin(YUFACE, self.weights_bytes())
 
     def build(self) -> Any:

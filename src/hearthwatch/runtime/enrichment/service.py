@@ -94,7 +94,10 @@ class EnrichmentService:
                 continue
             enricher = config.source.enricher()
             model_dtype = dtype if enricher.half_precision else torch.float32
-            warmup_size = config.batching.max_batch_size if device.type == "cuda" else 1
+            # host-run models keep their activation buffers: warm them at their largest batch
+            # so the footprint measured at load covers it
+            biggest = device.type == "cuda" or config.source.runs_on_host
+            warmup_size = config.batching.max_batch_size if biggest else 1
             items = sample_items(enricher.scope, warmup_size)
 
             warmup = functools.partial(enricher.run, items=items, device=device, dtype=model_dtype)

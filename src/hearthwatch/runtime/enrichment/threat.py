@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import cv2
 import torch
 import torchvision
 from pydantic import Field
 
 from hearthwatch.runtime.detection.torch_weights import load_state_dict
 from hearthwatch.runtime.enrichment.base import Enricher, EnricherConfig, EnrichItem
+from hearthwatch.runtime.imaging.preprocess import shrunk
 
 ThreatArch = Literal["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"]
 
@@ -31,12 +31,7 @@ class ThreatEnricher(Enricher):
     def prepare(self, items: Sequence[EnrichItem], device: torch.device, dtype: torch.dtype) -> Any:
         frames, scales = [], []
         for item in items:
-            height, width = item.image.shape[:2]
-            scale = min(1.0, self.max_side / max(height, width))
-            image = item.image
-            if scale < 1.0:
-                size = (max(1, round(width * scale)), max(1, round(height * scale)))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            image, scale = shrunk(item.image, self.max_side)
             tensor = torch.from_numpy(image).to(device, non_blocking=True).permute(2, 0, 1)
             frames.append(tensor.to(dtype).div_(255))
             scales.append(scale)

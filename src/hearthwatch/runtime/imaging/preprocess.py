@@ -18,6 +18,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def shrunk(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` scaled down (area interpolation) so its longer side is at most ``max_side``,
+    and the factor it was scaled by (1.0: untouched)."""
+    height, width = image.shape[:2]
+    factor = min(1.0, max_side / max(height, width))
+    if factor == 1.0:
+        return image, factor
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
+
+
 def shape_problem(
     height: int, width: int, max_aspect_ratio: float | None, model: str
 ) -> str | None:

@@ -46,6 +46,14 @@ def available_host_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def resident_bytes() -> int | None:
+    """This process's resident memory (``/proc/self/statm``), or None where there is none."""
+    statm = Path("/proc/self/statm")
+    if not statm.is_file():
+        return None
+    return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def free_device_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
