@@ -274,3 +274,19 @@ def test_the_vehicle_classifier_types_the_motorcycle() -> None:
                                             crop("chelsea", "cat")])  # fmt: skip
     assert bike["label"] == "motorcycle" and bike["score"] >= 0.6
     assert cat["label"] == "unknown"
+
+
+# -- colour order ------------------------------------------------------------------------------
+def test_each_model_gets_the_colour_order_it_was_trained_on() -> None:
+    """Frames are RGB; YuNet takes BGR, the PyTorch models RGB normalised, BlazePose RGB in
+    [0, 1]: a pure red crop must reach each in its own order (a swap would pass the photo
+    tests: a cat is a cat in either order)."""
+    red = EnrichItem(np.ascontiguousarray(np.broadcast_to(np.array([255, 0, 0], np.uint8),
+                                                          (64, 48, 3))))  # fmt: skip
+    ((bgr, _),) = FaceConfig().enricher().prepare([red], CPU, torch.float32)
+    assert bgr[0, 0].tolist() == [0, 0, 255]
+    for config in (classifier("pet"), ReidMobilenetConfig(random_init=True)):
+        batch = config.enricher().prepare([red], CPU, torch.float32)
+        assert batch[0, 0].mean() > 0.9 and batch[0, 2].mean() < -0.9, type(config).__name__
+    blob, _ = pose_config().enricher().prepare([red], CPU, torch.float32)
+    assert blob[0, 0].max() == 1.0 and blob[0, 2].max() == 0.0
