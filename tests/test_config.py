@@ -71,9 +71,26 @@ def test_the_packaged_yolo_is_the_default_detector_once_installed(tmp_path: Path
     with pytest.raises(ConfigError, match=r"max_side .* default detector, darknet here \(the "
                        "packaged YOLOv3-tiny is installed"):  # fmt: skip
         load_settings(environ={"MODELS_DIR": str(tmp_path), "DETECTOR__MAX_SIDE": "1920"})
-    # naming the type keeps MODELS_DIR's files
+    # naming the type keeps MODELS_DIR's files; a relative file named is under MODELS_DIR too
     named = {"MODELS_DIR": str(tmp_path), "DETECTOR__TYPE": "darknet"}
     assert load_settings(environ=named).settings.detector.weights == folder / "yolov3-tiny.weights"
+    mine = {**named, "DETECTOR__WEIGHTS": "detector/mine.weights"}
+    detector = load_settings(environ=mine).settings.detector
+    assert detector.weights == folder / "mine.weights"  # the user's, not the packaged one
+    assert detector.cfg == folder / "yolov3-tiny.cfg"
+
+
+def test_the_hog_fallback_is_a_warning_only_when_yolo_is_missing(tmp_path: Path) -> None:
+    from hearthwatch.app.services import hog_fallback_warning
+
+    bare = load_settings(environ={"MODELS_DIR": str(tmp_path)}).settings
+    assert "`hearthwatch models install`" in str(hog_fallback_warning(bare))
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    for name in ("yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names"):
+        (folder / name).write_text("")
+    chosen = load_settings(environ={"MODELS_DIR": str(tmp_path), "DETECTOR__TYPE": "hog"})
+    assert hog_fallback_warning(chosen.settings) is None  # HOG by choice: nothing to say
 
 
 def test_yolo_keys_without_a_type_say_yolo_is_not_installed(tmp_path: Path) -> None:

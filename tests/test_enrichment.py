@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import scene
+from conftest import needs_face_model, scene
 
 from hearthwatch.runtime.enrichment.base import EnrichItem
 from hearthwatch.runtime.enrichment.catalog import (
@@ -255,3 +255,31 @@ def test_a_model_over_the_budget_is_a_503_after_its_deadline(service_of: Any) ->
     with pytest.raises(ZooFullError):
         run(service.enrich(scene(), [CAR], 0.5))
     assert service.zoo.resident_bytes == 0
+
+
+@needs_face_model
+def test_a_host_run_model_warms_up_at_its_largest_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OpenCV net keeps its activation buffers: its warm-up (whose growth is its footprint)
+    runs its biggest batch; a PyTorch model on the CPU warms up with one item."""
+    from hearthwatch.runtime.enrichment.face import FaceEnricher
+
+    sizes: list[int] = []
+    original = FaceEnricher.run
+
+    def spy(self: Any, module: Any, items: Any, device: Any, dtype: Any) -> Any:
+        sizes.append(len(items))
+        return original(self, module, items, device, dtype)
+
+    monkeypatch.setattr(FaceEnricher, "run", spy)
+    face = ZooModelConfig.model_validate({
+        "name": "face", "priority": "HIGH", "triggers": ["person"],
+        "batching": {"max_batch_size": 3}, "source": {"type": "face"},
+    })  # fmt: skip
+    service = EnrichmentService([face], ModelZoo(1 << 30), torch.device("cpu"), torch.float32, 0)
+
+    async def load() -> None:
+        async with service.zoo.lease("face", 30):
+            pass
+
+    run(load())
+    assert sizes == [3]

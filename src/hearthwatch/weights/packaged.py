@@ -139,7 +139,9 @@ def sha256_of(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_sha256(path: Path, size: int, modified_ns: int) -> str:
+def _cached_sha256(path: Path, inode: int, size: int, modified_ns: int, changed_ns: int) -> str:
+    """Keyed by what any write changes: size, modification time and the status-change time,
+    which no tool can set back."""
     return sha256_of(path)
 
 
@@ -155,13 +157,14 @@ def packaged_file_at(path: Path) -> PackagedFile | None:
 
 def packaged_file_problem(path: Path) -> str | None:
     """Why the file at a packaged file's place cannot be used as that file (its checksum
-    differs: truncated, corrupted or replaced), else None. Hashes a file once per size and
-    modification time."""
+    differs: truncated, corrupted or replaced), else None. Hashes a file once per version of
+    it (inode, size, modification and status-change times)."""
     wanted = packaged_file_at(path)
     if wanted is None or not path.is_file():
         return None
     stat = path.stat()
-    if _cached_sha256(path, stat.st_size, stat.st_mtime_ns) == wanted.sha256:
+    key = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if _cached_sha256(path.resolve(), *key) == wanted.sha256:
         return None
     return (
         f"{path} is not the file {wanted.package.spec} ships (its SHA-256 differs): "

@@ -80,8 +80,8 @@ class HogConfig(SourceConfig):
 
 class DarknetConfig(SourceConfig):
     """A Darknet YOLO (cfg + weights, e.g. the packaged YOLOv3-tiny) through OpenCV's DNN
-    module, on the CPU. Relative paths are under the working directory, like every source's;
-    the default detector resolves them under MODELS_DIR."""
+    module, on the CPU. In the settings, relative paths are under MODELS_DIR, and files not
+    named are the packaged YOLOv3-tiny's there."""
 
     type: Literal["darknet"] = "darknet"
     cfg: Path = Path("models/detector/yolov3-tiny.cfg")

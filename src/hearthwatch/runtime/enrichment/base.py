@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from hearthwatch.runtime.errors import OverloadedError
 from hearthwatch.runtime.imaging.preprocess import normalized_batch, shape_problem
 from hearthwatch.runtime.zoo.host_loader import host_loader
 from hearthwatch.runtime.zoo.loader import module_loader
@@ -31,6 +32,13 @@ from hearthwatch.weights.packaged import (
 )
 
 Box = tuple[float, float, float, float]
+
+
+class WeightsChangedError(OverloadedError):
+    """A packaged weights file changed after start-up: the model does not load (nothing of the
+    request ran) until `hearthwatch models install` restores it."""
+
+
 Scope = Literal["crop", "frame"]
 
 
@@ -141,8 +149,16 @@ class EnricherConfig(BaseModel):
         """How the zoo loads and evicts it: a PyTorch module, moved to ``device``; or, when
         :attr:`runs_on_host`, a model kept on the host whose footprint is its weights."""
         if self.runs_on_host:
-            return host_loader(self.build, warmup, self.weights_bytes(), device)
-        return module_loader(self.build, device, dtype, warmup, host_reserve_bytes)
+            return host_loader(self._checked_build, warmup, self.weights_bytes(), device)
+        return module_loader(self._checked_build, device, dtype, warmup, host_reserve_bytes)
+
+    def _checked_build(self) -> Any:
+        """:meth:`build`, unless the weights at a packaged file's place changed since start-up
+        (a reload after an eviction reads them again)."""
+        problem = packaged_file_problem(self.path) if self.path is not None else None
+        if problem is not None:
+            raise WeightsChangedError(problem, retry_after_s=60)
+        return self.build()
 
     def origin(self) -> WeightsOrigin:
         """Where its weights came from, their licence and size. Reads (and may hash) files:

@@ -8,14 +8,17 @@ CPU: the process's resident growth while it was built and warmed up (at its larg
 the activations of the biggest run count), or its weights' bytes if that is more. OpenCV
 reports no dependable figure for every graph, and a DNN net keeps its activation buffers:
 BlazePose holds about 36 MB per framed crop of its batch beside 6 MB of weights. The growth is
-approximate: another thread allocating meanwhile counts too. On a GPU the zoo budgets device
-memory, which these models never touch, so they count 0.
+approximate: host loads run one at a time, but another thread allocating meanwhile (a detector
+batch) counts too, and a reload that reuses freed memory grows less, so each model keeps the
+largest growth any of its loads measured. On a GPU the zoo budgets device memory, which these
+models never touch, so they count 0.
 
-Thread-safe: the functions run in the zoo's worker threads and share no state.
+Thread-safe: the functions run in the zoo's worker threads; host loads hold one lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +28,9 @@ from hearthwatch.runtime.zoo.loader import LoadedModule
 from hearthwatch.runtime.zoo.memory import resident_bytes
 from hearthwatch.runtime.zoo.registry import ModelLoader
 
+_HOST_LOAD = threading.Lock()
+"""Host models load one at a time, so one load's growth is not counted against another."""
+
 
 def host_loader(
     build: Callable[[], Any],
@@ -32,15 +38,20 @@ def host_loader(
     host_bytes: int,
     device: torch.device,
 ) -> ModelLoader:
+    largest = host_bytes  # the most any load measured: a reload reusing freed memory grows less
+
     def load(host: LoadedModule | None) -> LoadedModule:
-        before = resident_bytes()
-        model = build()
-        warmup(model)
-        after = resident_bytes()
+        nonlocal largest
+        with _HOST_LOAD:
+            before = resident_bytes()
+            model = build()
+            warmup(model)
+            after = resident_bytes()
         if device.type == "cuda":
             return LoadedModule(model, 0)
-        grown = after - before if after is not None and before is not None else 0
-        return LoadedModule(model, max(host_bytes, grown))
+        if after is not None and before is not None:
+            largest = max(largest, after - before)
+        return LoadedModule(model, largest)
 
     return ModelLoader(
         load=load, measure=lambda loaded: loaded.footprint, release=lambda loaded: None
