@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS := models/packaged.json
 
-.PHONY: serve test lint bench wheel
+.PHONY: serve test lint bench wheel services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
-test: lint $(MODELS)
+# the real services the camera pipeline's tests start (PostgreSQL, an RTSP server): Debian
+# packages, installed once (root, or sudo); quick when present
+services:
+	bash scripts/services/postgresql.sh
+	bash scripts/services/rtsp-server.sh
+
+test: lint $(MODELS) services
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(MODELS)

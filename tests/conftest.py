@@ -133,7 +133,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     def start(**env: str) -> Server:
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = Server({"USE_GPU": "false", "LLM_ENABLED": "false", **env}, log)
+        defaults = {"USE_GPU": "false", "LLM_ENABLED": "false", "PIPELINE_ENABLED": "false"}
+        server = Server({**defaults, **env}, log)
         servers.append(server)
         server.wait_ready()
         return server

@@ -201,6 +201,7 @@ def detect_both_ways() -> Iterator[dict[str, Any]]:
                 detector=detector,
                 llm_enabled=False,
                 enrich_enabled=False,
+                pipeline_enabled=False,
                 warmup=False,
                 decode_workers=1,
                 max_queue_delay_ms=0,

@@ -215,3 +215,38 @@ def test_the_server_imports_neither_the_tuning_tools_nor_matplotlib(tmp_path: Pa
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+PIPELINE_OFF_PROBE = """
+import json, sys
+from hearthwatch.app.server import create_app
+from hearthwatch.app.services import build_services
+from hearthwatch.config import Settings
+
+settings = Settings(use_gpu=False, warmup=False, models_dir="absent", pipeline_enabled=False)
+create_app(settings).openapi()
+services = build_services(settings)
+services.decoder.shutdown()
+print(json.dumps(sorted(
+    m for m in sys.modules
+    if m.split(".")[0] in ("sqlalchemy", "alembic", "av", "psycopg")
+    or m.startswith("hearthwatch.security")
+)))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_with_the_pipeline_off_the_server_imports_none_of_its_dependencies(
+    tmp_path: Path,
+) -> None:
+    """PIPELINE_ENABLED=false: the vision and LLM services start where SQLAlchemy, Alembic
+    and PyAV are absent, because nothing imports them (nor the camera application)."""
+    out = subprocess.run(
+        [sys.executable, "-c", PIPELINE_OFF_PROBE],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == []

@@ -166,6 +166,70 @@ class Settings(BaseModel):
     gpu_sample_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     gpu_history_minutes: int = Field(60, ge=1, le=24 * 60)
 
+    pipeline_enabled: bool = Field(
+        True,
+        description="Watch cameras (ingest, motion gate, tracking, windows, events, "
+        "/api/cameras and /api/events); off, the server imports none of the camera "
+        "pipeline's dependencies (SQLAlchemy, Alembic, PyAV).",
+    )
+    cameras_file: Path | None = Field(
+        None,
+        description="cameras.yml or a Frigate config; the cameras it defines are the source "
+        "of truth for them. Cameras added through /api/cameras are kept in the database.",
+    )
+    data_dir: Path = Field(
+        Path("data"),
+        description="The events database (SQLite), frames awaiting detection, snapshots and clips.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the events store, e.g. postgresql+psycopg://u:p@host/db; "
+        "unset: SQLite (WAL) at DATA_DIR/hearthwatch.db.",
+    )
+    batch_window_seconds: float = Field(
+        90.0, gt=0.0, le=3600.0, description="A camera's window of detections closes this long "
+        "after it opened."
+    )  # fmt: skip
+    batch_idle_timeout_seconds: float = Field(
+        30.0, gt=0.0, le=3600.0, description="…or this long after its last detection."
+    )
+    detection_queue_max_size: int = Field(
+        32,
+        ge=1,
+        le=10_000,
+        description="Frames admitted for detection and not yet done, all cameras together; "
+        "when full, pushed frames answer 503 and stream readers drop their oldest frames.",
+    )
+    stream_pending_frames: int = Field(
+        4, ge=1, le=1000, description="Per stream camera, frames with motion waiting for room "
+        "in the detection queue; the oldest is dropped (and counted) beyond this."
+    )  # fmt: skip
+    enrichment_interval_s: float = Field(
+        10.0, gt=0.0, description="Each track is enriched at most once per this interval."
+    )
+    source_roots: list[Path] = Field(
+        default_factory=lambda: [Path("media")],
+        description="Directories `file` and `folder` camera sources may point into.",
+    )
+    stream_hosts: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"],
+        description="Hosts, addresses or networks `rtsp`/`http` camera sources may name (the "
+        "home networks by default; loopback and link-local only when named).",
+    )
+    camera_offline_after_s: float = Field(
+        30.0, gt=0.0, description="A camera with no frame for this long is offline."
+    )
+    camera_tamper_after_s: float = Field(
+        10.0, gt=0.0, description="A covered or moved camera is flagged after this long."
+    )
+    retention_days: float = Field(
+        30.0, gt=0.0, description="Events, detections, snapshots and clips older are deleted."
+    )
+    retention_max_gb: float = Field(
+        20.0, gt=0.0, description="Snapshots, clips and frames beyond this: oldest deleted."
+    )
+    analyser: str = Field("rules", description="What turns a closed window into an event.")
+
     @model_validator(mode="before")
     @classmethod
     def _detector_under_models_dir(cls, data: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hearthwatch.api.state import Services
-from hearthwatch.runtime.detection.detections import Detections
+from hearthwatch.runtime.detection.detections import Detections, class_name
 from hearthwatch.runtime.serving.served_model import ServedModel
 
 
@@ -22,11 +22,6 @@ class Reported:
 
     def __len__(self) -> int:
         return len(self.detections)
-
-
-def class_name(names: tuple[str, ...], class_id: int) -> str:
-    """The model's name for ``class_id``; ``class_<id>`` for an id it has no name for."""
-    return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
 
 
 def reported(

@@ -6,7 +6,8 @@ id.
 
 The api's own errors are :class:`ApiError` (a status and a message). The runtime's are mapped by
 their kind (:mod:`hearthwatch.runtime.errors`), in :func:`runtime_error_status`: overloaded
-503 with ``Retry-After``, deadline passed 504, input too large 413, invalid input 400."""
+503 with ``Retry-After``, deadline passed 504, input too large 413, invalid input 400, not
+found 404, conflict 409."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hearthwatch.runtime.errors import (
+    ConflictError,
     InputTooLargeError,
     InvalidInputError,
+    NotFoundError,
     OverloadedError,
     ServingError,
 )
@@ -110,6 +113,10 @@ def runtime_error_status(exc: ServingError) -> tuple[int, dict[str, str] | None]
         return 413, None
     if isinstance(exc, InvalidInputError):
         return 400, None
+    if isinstance(exc, NotFoundError):
+        return 404, None
+    if isinstance(exc, ConflictError):
+        return 409, None
     return 500, None
 
 

@@ -78,9 +78,9 @@ INFER_HEADER_LENGTH: JSON = {
 BODY_ERRORS = (400, 408, 413, 415)  # any route that reads a request body
 ERROR_MEANINGS = {
     400: "The request is invalid; the message names what was wrong.",
-    404: "No such model or route, or the service it belongs to is off.",
+    404: "No such model, camera, event or route, or the service it belongs to is off.",
     408: "The request body did not arrive in time.",
-    409: "The model is unavailable on this server; the message says why.",
+    409: "The model or camera cannot take this now; the message says why.",
     413: "The body, an image or a batch is over a limit; the message names the limit.",
     415: "Unsupported Content-Type or Content-Encoding.",
     502: "The LLM engine failed on a request it was given; the server log has its reason.",
@@ -108,6 +108,7 @@ class Operation:
     parameters: tuple[JSON, ...] = ()
     ok_headers: JSON = field(default_factory=dict)
     openai_errors: bool = False
+    ok_status: int = 200
 
 
 def _json(model: Schema) -> dict[str, Schema]:
@@ -201,6 +202,36 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
+def camera_operations() -> dict[str, Operation]:
+    """The camera pipeline's operations; their schemas import the camera settings, so only
+    where its routes are served."""
+    from hearthwatch.api import camera_schemas as c
+
+    camera_body = _json(c.CameraConfig)
+    return {
+        "GET /api/cameras": Operation(_json(c.CameraList)),
+        "POST /api/cameras": Operation(
+            _json(c.CameraOut), (*BODY_ERRORS, 409), body=camera_body, ok_status=201
+        ),
+        "GET /api/cameras/{id}": Operation(_json(c.CameraOut), (400, 404)),
+        "PUT /api/cameras/{id}": Operation(
+            _json(c.CameraOut), (*BODY_ERRORS, 404, 409), body=camera_body
+        ),
+        "DELETE /api/cameras/{id}": Operation({}, (400, 404, 409), ok_status=204),
+        "GET /api/cameras/{id}/status": Operation(_json(c.CameraStatus), (400, 404)),
+        "POST /api/cameras/{id}/frames": Operation(
+            _json(c.FrameAccepted),
+            (*BODY_ERRORS, 404, 409, 503),
+            body={**dict.fromkeys(("image/jpeg", "image/png"), BINARY)},
+            ok_status=202,
+        ),
+        "GET /api/events": Operation(_json(c.EventList), (400,)),
+        "GET /api/events/{id}": Operation(_json(c.EventDetail), (400, 404)),
+        "GET /api/events/{id}/snapshot.jpg": Operation({"image/jpeg": BINARY}, (400, 404)),
+        "GET /api/events/{id}/clip.mp4": Operation({"video/mp4": BINARY}, (400, 404)),
+    }
+
+
 def operation_key(method: str, path: str) -> str:
     """``"METHOD /path"`` with every path parameter's name erased, so that a route matches its
     entry whatever it calls its parameters."""
@@ -245,10 +276,12 @@ def _content(
 
 
 def _responses(op: Operation, components: _Components) -> dict[str, JSON]:
-    ok: JSON = {"description": "OK", "content": _content(op.ok, components, "serialization")}
+    ok: JSON = {"description": HTTPStatus(op.ok_status).phrase}
+    if op.ok:
+        ok["content"] = _content(op.ok, components, "serialization")
     if op.ok_headers:
         ok["headers"] = op.ok_headers
-    responses = {"200": ok}
+    responses = {str(op.ok_status): ok}
     error = s.OpenAIErrorResponse if op.openai_errors else s.ErrorResponse
     for status in sorted(op.errors):
         response: JSON = {
@@ -280,8 +313,11 @@ def document(app: FastAPI) -> JSON:
     and schemas of ``OPERATIONS``; an operation missing from the table keeps FastAPI's responses
     (less its 422: validation errors answer 400)."""
     base = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    declared_ops = dict(DECLARED)
+    if "/api/cameras" in base["paths"]:
+        declared_ops |= {operation_key(*k.split(" ", 1)): o for k, o in camera_operations().items()}
     components = _Components()
-    for declared in DECLARED.values():
+    for declared in declared_ops.values():
         for schema in declared.ok.values():
             components.want(schema, "serialization")
         for schema in (declared.body or {}).values():
@@ -292,7 +328,7 @@ def document(app: FastAPI) -> JSON:
     for path, methods in base["paths"].items():
         for method, entry in methods.items():
             entry["parameters"] = [_plain_parameter(p) for p in entry.get("parameters", [])]
-            op = DECLARED.get(operation_key(method, path))
+            op = declared_ops.get(operation_key(method, path))
             if op is None:
                 entry["responses"] = {k: v for k, v in entry["responses"].items() if k != "422"}
                 continue

@@ -9,7 +9,7 @@ here runs on the event loop.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from fastapi import Request
@@ -22,6 +22,9 @@ from hearthwatch.runtime.imaging.decode_pool import DecodePool
 from hearthwatch.runtime.observability.metrics import ServingMetrics
 from hearthwatch.runtime.observability.telemetry import TelemetrySampler
 from hearthwatch.runtime.serving.served_model import ServedModel
+
+if TYPE_CHECKING:  # the pipeline's dependencies are imported only when it is enabled
+    from hearthwatch.security.pipeline import Pipeline
 
 
 class Services(Protocol):
@@ -50,6 +53,11 @@ class Services(Protocol):
 
     @property
     def enrichment(self) -> EnrichmentService | None: ...
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The camera pipeline, None when PIPELINE_ENABLED is off."""
+        ...
 
     @property
     def security_ids(self) -> Mapping[str, frozenset[int]]:

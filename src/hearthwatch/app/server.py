@@ -23,7 +23,7 @@ from hearthwatch.api.body import BodyReadDeadline
 from hearthwatch.api.drain import CANCEL_WAIT_S, DrainingServer, RequestDrain
 from hearthwatch.api.errors import install_error_handlers
 from hearthwatch.api.state import Services as RouterServices
-from hearthwatch.app.services import Services, build_services
+from hearthwatch.app.services import Services, build_pipeline, build_services
 from hearthwatch.config import Settings
 
 
@@ -37,11 +37,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             services if services is not None else await asyncio.to_thread(build_services, settings)
         )
         await asyncio.to_thread(running.start)
-        state: RouterServices = running  # what the routers read (checked here, by mypy)
-        app.state.services = state
         try:
+            if settings.pipeline_enabled:
+                running.pipeline = build_pipeline(running)
+                await running.pipeline.start()
+            state: RouterServices = running  # what the routers read (checked here, by mypy)
+            app.state.services = state
             yield
         finally:
+            if running.pipeline is not None:
+                await running.pipeline.stop()
             if running.llm is not None:
                 await running.llm.close()
             await asyncio.to_thread(running.stop)
@@ -55,6 +60,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(enrich.router)
     app.include_router(system.router)
     app.include_router(llm.router)
+    if settings.pipeline_enabled:
+        from hearthwatch.api import cameras, events
+
+        app.include_router(cameras.router)
+        app.include_router(events.router)
     openapi.install(app)
     return app
 

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -44,6 +45,9 @@ from hearthwatch.runtime.zoo.memory import GIB, budget_bytes
 from hearthwatch.runtime.zoo.metrics import ZooCollector
 from hearthwatch.runtime.zoo.registry import ModelZoo
 
+if TYPE_CHECKING:  # imported only when the pipeline is enabled (SQLAlchemy, PyAV)
+    from hearthwatch.security.pipeline import Pipeline
+
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +63,8 @@ class Services:
     enrichment: EnrichmentService | None = None
     security_ids: dict[str, frozenset[int]] = field(default_factory=dict)
     """Per served model, the indices of its classes the replies report by default."""
+    pipeline: Pipeline | None = None
+    """The camera pipeline, built and started on the event loop (:func:`build_pipeline`)."""
 
     def start(self) -> None:
         """Start every part; on a failure, stop what was started (the failing part too: it
@@ -203,3 +209,19 @@ def build_llm(
     supervisor.on_restart = gateway.metrics.engine_restarts.inc
     log.info("LLM profile %s, engine %s", profile.name, settings.llm_engine.type)
     return gateway
+
+
+def build_pipeline(services: Services) -> Pipeline:
+    """The camera pipeline on the served detector and the enrichment service; it imports
+    SQLAlchemy, Alembic and PyAV, so only when PIPELINE_ENABLED is on. Start it on the loop."""
+    from hearthwatch.security.detector_link import ServedDetector
+    from hearthwatch.security.pipeline import Pipeline
+    from hearthwatch.security.tracker import continuation_score
+
+    settings = services.settings
+    detector = ServedDetector(
+        services.models[settings.model_name],
+        threshold=continuation_score(settings.detection_confidence_threshold),
+        timeout_s=settings.request_timeout_ms / 1000,
+    )
+    return Pipeline(settings, detector, services.enrichment, services.metrics.registry)

@@ -8,6 +8,8 @@ without knowing every class:
   down); ``retry_after_s`` says when to come back. Nothing of the request ran.
 - :class:`InvalidInputError`: the input itself is unusable (an image, a box, a model name);
   :class:`InputTooLargeError` when it is too large to take at all.
+- :class:`NotFoundError`: the thing named does not exist; :class:`ConflictError`: it cannot be
+  done to the thing in its present state (it exists already, it is defined elsewhere).
 - a passed deadline is :class:`~hearthwatch.runtime.serving.batcher.DeadlineExceededError`
   (also a :class:`TimeoutError`).
 
@@ -37,3 +39,11 @@ class InvalidInputError(ServingError, ValueError):
 
 class InputTooLargeError(InvalidInputError):
     """An input too large to take at all, whatever the load."""
+
+
+class NotFoundError(ServingError, LookupError):
+    """What the request names does not exist; the message names it."""
+
+
+class ConflictError(ServingError):
+    """The request cannot be applied to what it names in its present state."""

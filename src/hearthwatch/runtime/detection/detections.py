@@ -53,3 +53,8 @@ class Detections:
 def class_ids_named(class_names: Sequence[str], wanted: Collection[str]) -> frozenset[int]:
     """Indices of ``class_names`` whose name is in ``wanted``."""
     return frozenset(i for i, name in enumerate(class_names) if name in wanted)
+
+
+def class_name(names: Sequence[str], class_id: int) -> str:
+    """The model's name for ``class_id``; ``class_<id>`` for an id it has no name for."""
+    return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"

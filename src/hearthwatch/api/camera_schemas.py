@@ -1,0 +1,138 @@
+"""Typed shapes of ``/api/cameras`` and ``/api/events`` for the OpenAPI document. Imported only
+where the camera pipeline's routes are served (it imports the camera settings, pydantic only)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from hearthwatch.security.cameras import CameraConfig
+
+
+class CameraOut(CameraConfig):
+    """A camera as the API shows it: a stream URL's password as ``***``."""
+
+    origin: Literal["file", "api"] = Field(
+        description="file: defined in the cameras file (edit it there); api: created here."
+    )
+
+
+class CameraList(BaseModel):
+    cameras: list[CameraOut]
+
+
+class SourceStatusOut(BaseModel):
+    type: str
+    state: str = Field(description="connecting, streaming, reconnecting, stopped, finished; push")
+    reconnects: int
+    last_error: str | None
+
+
+class HealthOut(BaseModel):
+    state: Literal["online", "offline", "tampered"]
+    reason: str | None = Field(description="no_frames, covered or moved")
+    since: float | None
+    detail: str | None
+
+
+class CameraStatus(BaseModel):
+    camera: str
+    name: str
+    enabled: bool
+    source: SourceStatusOut
+    health: HealthOut
+    fps_in: float = Field(description="Frames read or received per second, last 10 s.")
+    fps_detected: float = Field(description="Frames the detector ran on per second, last 10 s.")
+    motion_share: float = Field(description="Share of the frames that had motion.")
+    frames: dict[str, int] = Field(
+        description="frames_in, skipped_motion, deduped, dropped, corrupt, detected, failed"
+    )
+    dropped: int
+    reconnects: int
+    queued: int = Field(description="Frames of this camera waiting for the detector.")
+    open_windows: int
+    last_frame_at: float | None
+
+
+class FrameAccepted(BaseModel):
+    camera: str
+    seq: int | None = Field(description="The frame's number; null when deduplicated.")
+    captured_at: float
+    deduplicated: bool = Field(
+        description="The same bytes as the camera's last frame: counted, not queued (200)."
+    )
+
+
+class ReasonOut(BaseModel):
+    text: str
+    detection_ids: list[int]
+
+
+class EventOut(BaseModel):
+    id: str = Field(description="Epoch seconds, a fraction and 6 characters, as Frigate's.")
+    kind: Literal["window", "health"]
+    camera: str
+    window_id: str | None
+    started_at: float
+    ended_at: float
+    score: float
+    level: Literal["none", "low", "medium", "high", "critical"]
+    reasons: list[ReasonOut]
+    analyser: str
+    summary: str
+    labels: list[str]
+    zones: list[str]
+    has_snapshot: bool
+    has_clip: bool
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class WindowOut(BaseModel):
+    id: str
+    opened_at: float
+    closed_at: float | None
+    status: str
+    linked_window_ids: list[str]
+
+
+class TrackOut(BaseModel):
+    id: str
+    label: str
+    first_seen: float
+    last_seen: float
+    zones_entered: list[str]
+    stationary: bool
+    best_detection_id: int | None
+
+
+class DetectionOut(BaseModel):
+    id: int
+    frame_id: int
+    track_id: str
+    label: str
+    score: float
+    box: list[float] = Field(description="x1, y1, x2, y2 in the frame's pixels.")
+    zones: list[str]
+    captured_at: float
+
+
+class EnrichmentOut(BaseModel):
+    track_id: str
+    detection_id: int | None
+    model: str
+    result: dict[str, Any]
+    embedding_size: int | None
+    created_at: float
+
+
+class EventDetail(EventOut):
+    camera_name: str | None
+    window: WindowOut | None = None
+    tracks: list[TrackOut] = []
+    detections: list[DetectionOut] = []
+    enrichments: list[EnrichmentOut]

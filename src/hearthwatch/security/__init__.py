@@ -1,0 +1,7 @@
+"""The home-security application on top of the serving core: cameras and their sources, the
+motion gate, tracking, zones, per-camera windows, analysers, media and the events store.
+
+The server imports this package only when the camera pipeline is enabled (``PIPELINE_ENABLED``);
+with it off, none of its dependencies (SQLAlchemy, Alembic, PyAV) are imported. It talks to
+models only through :mod:`hearthwatch.runtime`.
+"""

@@ -1,0 +1,717 @@
+"""The camera pipeline: cameras and their sources → motion gate → the served detector's shared
+batches → tracker → zones → per-camera windows → analyser → events, with every admitted frame
+spooled before it is acknowledged and every detection recorded once.
+
+Flow of a frame. A camera's intake (:mod:`hearthwatch.security.camera`) spools it and puts it in
+the camera's lane. One task per camera takes its lane in order: decode and gate (push and folder
+frames; stream frames were gated before admission), detect (in-process, batched with every
+other camera's frames and ``/detect``), track, place in zones and a window, and record the
+frame, its detections, tracks and windows in one transaction; then the frame's file is kept for
+media (it has detections) or deleted. Tracks due for enrichment are enriched in the background
+(at most once per track per ``ENRICHMENT_INTERVAL_S``). A tick closes windows that are due, and
+a single analysis task turns each closed window into an event.
+
+Windows close by the camera's clock: the capture time of its last processed frame plus the time
+since, and not while frames wait in its lane (they may still belong to the open window).
+
+Restart. Open windows are resumed from the store, closed windows without an event are analysed,
+and frames left in the spool are processed again, without the motion gate (a restarted gate
+calibrates on its first frames): a frame already recorded (its sequence number is at or below
+the camera's last recorded one; a camera's lane is processed in order) is only tidied, so
+nothing is counted twice.
+
+Confinement. Sources are checked against ``SOURCE_ROOTS`` and ``STREAM_HOSTS`` when a camera is
+created or updated, from the cameras file or the API.
+
+:class:`Pipeline` is event-loop-confined; the store runs on one writer thread (so writes keep
+the order they were issued in) and its reads on worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from hearthwatch.config import Settings
+from hearthwatch.runtime.enrichment.service import EnrichmentService, InputDetection
+from hearthwatch.runtime.errors import OverloadedError, ServingError
+from hearthwatch.runtime.imaging.decode import ImageError, decode_image
+from hearthwatch.runtime.serving.batcher import DeadlineExceededError
+from hearthwatch.security.admission import DetectionAdmission
+from hearthwatch.security.analysis import build_analyser
+from hearthwatch.security.camera import CameraOrigin, CameraRuntime, LaneItem, PushAck
+from hearthwatch.security.cameras import CameraConfig, load_cameras_file, validation_problems
+from hearthwatch.security.detector_link import ServedDetector
+from hearthwatch.security.errors import (
+    CameraConflictError,
+    CameraDisabledError,
+    InvalidCameraError,
+    NotAPushCameraError,
+    PipelineClosedError,
+    UnknownCameraError,
+)
+from hearthwatch.security.event_writer import CameraFacts, EventWriter
+from hearthwatch.security.health import HealthChange
+from hearthwatch.security.metrics import PipelineMetrics
+from hearthwatch.security.observations import TrackedDetection
+from hearthwatch.security.sources.config import (
+    FileSourceConfig,
+    FolderSourceConfig,
+    HttpSourceConfig,
+    PushSourceConfig,
+    RtspSourceConfig,
+)
+from hearthwatch.security.sources.confinement import ConfinementError, check_path, check_stream_url
+from hearthwatch.security.sources.status import SourceStatus
+from hearthwatch.security.spool import Spool, SpooledFrame
+from hearthwatch.security.store.database import open_database
+from hearthwatch.security.store.events_store import EventStore
+from hearthwatch.security.store.records import (
+    DetectionRecord,
+    EventRecord,
+    FrameRecord,
+    WindowLinkRecord,
+    WindowUpdate,
+)
+from hearthwatch.security.store.retention import apply_retention
+from hearthwatch.security.windows import ClosedWindow, OpenWindowState
+from hearthwatch.security.zones import zones_at
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TICK_S = 0.5
+RETENTION_EVERY_S = 3600.0
+DETECT_RETRIES = 5
+"""A frame whose detection is refused for overload is tried this many times, then failed."""
+ENRICH_CONCURRENCY = 2
+FORGET_TRACKS_AFTER_S = 600.0
+HEALTH_LEVELS = {"offline": "medium", "tampered": "high"}
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class CameraView:
+    config: CameraConfig
+    origin: CameraOrigin
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        detector: ServedDetector,
+        enrichment: EnrichmentService | None,
+        registry: CollectorRegistry,
+    ):
+        self.settings = settings
+        self.detector = detector
+        self.enrichment = enrichment
+        self.data_dir = settings.data_dir
+        self.spool = Spool(settings.data_dir)
+        self.admission = DetectionAdmission(settings.detection_queue_max_size)
+        self.cameras: dict[str, CameraRuntime] = {}
+        self.metrics = PipelineMetrics(registry, self._readings)
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="events-store")
+        self._store: EventStore | None = None
+        self._writer: EventWriter | None = None
+        self._analysis: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._enriching = asyncio.Semaphore(ENRICH_CONCURRENCY)
+        self._closing = False
+        self._last_retention = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            raise PipelineClosedError()
+        return self._store
+
+    async def start(self) -> None:
+        """Open and migrate the store, load the cameras (file, then API-created ones), start
+        their sources, resume open windows, analyse closed ones and re-queue spooled frames."""
+        settings = self.settings
+        self._loop = asyncio.get_running_loop()
+        url = settings.database_url or f"sqlite:///{settings.data_dir / 'hearthwatch.db'}"
+        self._store = await self._write(_opened_store, url)
+        analyser = build_analyser(settings.analyser)
+        self._writer = EventWriter(self.store, self._write, analyser, self.data_dir)
+        for config, origin in await self._configured_cameras():
+            await self._start_camera(config, origin)
+        await self._resume()
+        self._spawn(self._tick_loop())
+        self._spawn(self._analysis_loop())
+
+    async def stop(self) -> None:
+        """Stop the sources, let each lane finish the frame it is on, and stop; what is still
+        spooled is processed at the next start."""
+        self._closing = True
+        for runtime in self.cameras.values():
+            await asyncio.to_thread(runtime.stop_source)
+        tasks = [*self._lanes.values(), *self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._store is not None:
+            await self._write(self._store.database.close)
+        self._store_thread.shutdown(wait=True)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store call on the writer thread, after every call issued before it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._store_thread, functools.partial(call, *args, **kwargs)
+        )
+
+    # -- cameras ------------------------------------------------------------------------------
+    async def _configured_cameras(self) -> list[tuple[CameraConfig, CameraOrigin]]:
+        """The cameras file's cameras (stored as 'file' cameras; a difference from the stored
+        copy is logged), then the API-created ones kept in the store."""
+        cameras: list[tuple[CameraConfig, CameraOrigin]] = []
+        if self.settings.cameras_file is not None:
+            loaded = await asyncio.to_thread(load_cameras_file, self.settings.cameras_file)
+            for note in loaded.notes:
+                log.warning("cameras file %s: %s", self.settings.cameras_file, note)
+            for config in loaded.cameras:
+                await self._check_source(config)
+                stored = await asyncio.to_thread(self.store.get_camera, config.id)
+                dumped = config.model_dump(mode="json")
+                if stored is not None and dict(stored.config) != dumped:
+                    log.warning(
+                        "camera %s differs from its stored copy (origin %s); the cameras file "
+                        "wins", config.id, stored.origin,
+                    )  # fmt: skip
+                await self._write(
+                    self.store.put_camera, config.id, config.name, "file", dumped, now=time.time()
+                )
+                cameras.append((config, "file"))
+        from_file = {config.id for config, _ in cameras}
+        for row in await asyncio.to_thread(self.store.list_cameras):
+            if row.origin != "api" or row.id in from_file:
+                continue
+            try:
+                config = CameraConfig.model_validate(dict(row.config))
+            except ValidationError as exc:
+                log.error("stored camera %s is not valid any more, not started: %s", row.id, exc)
+                continue
+            cameras.append((config, "api"))
+        return cameras
+
+    async def _check_source(self, config: CameraConfig) -> None:
+        source = config.source
+        try:
+            if isinstance(source, FileSourceConfig | FolderSourceConfig):
+                await asyncio.to_thread(check_path, source.path, self.settings.source_roots)
+            elif isinstance(source, RtspSourceConfig | HttpSourceConfig):
+                await asyncio.to_thread(check_stream_url, source.url, self.settings.stream_hosts)
+        except ConfinementError as exc:
+            raise InvalidCameraError(f"camera '{config.id}': {exc}") from None
+
+    async def _start_camera(self, config: CameraConfig, origin: CameraOrigin) -> CameraRuntime:
+        settings = self.settings
+        seq = max(
+            await asyncio.to_thread(self.store.last_seq, config.id),
+            await asyncio.to_thread(self.spool.last_seq, config.id),
+        )
+        runtime = CameraRuntime(
+            config,
+            origin,
+            spool=self.spool,
+            admission=self.admission,
+            loop=asyncio.get_running_loop(),
+            enqueue=self._enqueue,
+            on_health=self._on_health_threadsafe,
+            seq_start=seq,
+            window_s=settings.batch_window_seconds,
+            idle_s=settings.batch_idle_timeout_seconds,
+            offline_after_s=settings.camera_offline_after_s,
+            tamper_after_s=settings.camera_tamper_after_s,
+            pending_frames=settings.stream_pending_frames,
+            max_pixels=settings.max_image_pixels,
+            track_score=settings.detection_confidence_threshold,
+            source_roots=settings.source_roots,
+            stream_hosts=settings.stream_hosts,
+        )
+        self.cameras[config.id] = runtime
+        self._lanes[config.id] = asyncio.create_task(self._run_lane(runtime))
+        await asyncio.to_thread(runtime.start_source)
+        return runtime
+
+    async def _stop_camera(self, camera_id: str) -> None:
+        runtime = self.cameras.pop(camera_id)
+        await asyncio.to_thread(runtime.stop_source)
+        lane = self._lanes.pop(camera_id)
+        lane.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lane
+        camera_now = time.time() - runtime.behind_s
+        ends = [w.opened_at + runtime.windows.window_s for w in runtime.windows.open_windows()]
+        for closed in runtime.windows.due(max([camera_now, *ends])):  # every window closes
+            await self._close_window(runtime, closed)
+
+    def camera(self, camera_id: str) -> CameraRuntime:
+        runtime = self.cameras.get(camera_id)
+        if runtime is None:
+            raise UnknownCameraError(camera_id)
+        return runtime
+
+    def list_cameras(self) -> list[CameraView]:
+        return [CameraView(r.config, r.origin) for r in self.cameras.values()]
+
+    async def add_camera(self, fields: dict[str, Any]) -> CameraView:
+        config = _validated_camera(fields)
+        if config.id in self.cameras:
+            raise CameraConflictError(f"camera '{config.id}' exists already")
+        await self._check_source(config)
+        dumped = config.model_dump(mode="json")
+        await self._write(
+            self.store.put_camera, config.id, config.name, "api", dumped, now=time.time()
+        )
+        await self._start_camera(config, "api")
+        return CameraView(config, "api")
+
+    async def replace_camera(self, camera_id: str, fields: dict[str, Any]) -> CameraView:
+        runtime = self._api_camera(camera_id)
+        config = _validated_camera({**fields, "id": camera_id})
+        await self._check_source(config)
+        await self._write(
+            self.store.put_camera,
+            config.id,
+            config.name,
+            "api",
+            config.model_dump(mode="json"),
+            now=time.time(),
+        )
+        await self._stop_camera(runtime.id)
+        await self._start_camera(config, "api")
+        return CameraView(config, "api")
+
+    async def remove_camera(self, camera_id: str) -> None:
+        self._api_camera(camera_id)
+        await self._stop_camera(camera_id)
+        await self._write(self.store.delete_camera, camera_id)
+
+    def _api_camera(self, camera_id: str) -> CameraRuntime:
+        runtime = self.camera(camera_id)
+        if runtime.origin == "file":
+            raise CameraConflictError(
+                f"camera '{camera_id}' is defined in the cameras file; edit the file and restart"
+            )
+        return runtime
+
+    # -- intake -------------------------------------------------------------------------------
+    async def push_frame(self, camera_id: str, data: bytes, captured_at: float | None) -> PushAck:
+        """Spool a pushed frame (durable when this returns) and queue it for detection."""
+        if self._closing:
+            raise PipelineClosedError()
+        runtime = self.camera(camera_id)
+        if not isinstance(runtime.config.source, PushSourceConfig):
+            raise NotAPushCameraError(camera_id, runtime.config.source.type)
+        if not runtime.config.enabled:
+            raise CameraDisabledError(camera_id)
+        now = time.time()
+        when = now if captured_at is None else min(captured_at, now)
+        return await asyncio.to_thread(runtime.spool_pushed, data, when)
+
+    def _enqueue(self, runtime: CameraRuntime, item: LaneItem) -> None:
+        """Put a spooled frame in its camera's lane (on the loop); a camera removed meanwhile
+        leaves the frame spooled for the next start."""
+        if self.cameras.get(runtime.id) is not runtime:
+            self.admission.give_back()
+            return
+        runtime.lane.put_nowait(item)
+
+    # -- the lane: one frame at a time per camera ---------------------------------------------
+    async def _run_lane(self, runtime: CameraRuntime) -> None:
+        while True:
+            item = await runtime.lane.get()
+            try:
+                await self._process(runtime, item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                runtime.counters.add("failed")
+                log.exception("camera %s: frame %d failed", runtime.id, item.frame.seq)
+                await asyncio.to_thread(self.spool.discard, item.frame)
+            finally:
+                self.admission.give_back()
+                self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        for runtime in self.cameras.values():
+            if runtime.has_pending:
+                asyncio.get_running_loop().run_in_executor(None, runtime.admit_pending)
+
+    async def _process(self, runtime: CameraRuntime, item: LaneItem) -> None:
+        frame = item.frame
+        image = item.image
+        if image is None:
+            try:
+                image = await asyncio.to_thread(_read_frame, frame, self.settings.max_image_pixels)
+            except (ImageError, OSError) as exc:
+                runtime.counters.add("corrupt")
+                log.warning(
+                    "camera %s: spooled frame %d unreadable: %s", runtime.id, frame.seq, exc
+                )
+                await asyncio.to_thread(self.spool.discard, frame)
+                return
+        if not item.gated:
+            verdict = await asyncio.to_thread(runtime.observe, image)
+            if not runtime.count_gated(verdict):
+                await asyncio.to_thread(self.spool.discard, frame)
+                return
+        found = await self._detect(image)
+        runtime.counters.add("detected")
+        height, width = image.shape[:2]
+        objects = runtime.config.objects
+        kept = [
+            d for d in found if objects.accepts(d.label, d.score, d.box, (int(width), int(height)))
+        ]
+        tracked = runtime.tracker.update(kept, frame.captured_at)
+        runtime.behind_s = time.time() - frame.captured_at
+        records, windows, links = self._placed(runtime, tracked, frame, int(width), int(height))
+        stored = self.spool.stored_path(frame) if records else None
+        record = FrameRecord(
+            runtime.id, frame.seq, frame.captured_at, int(width), int(height), frame.origin, stored
+        )
+        ids = await self._write(self.store.record_frame, record, records, windows, links)
+        await asyncio.to_thread(self.spool.keep if records else self.spool.discard, frame)
+        if ids and self.enrichment is not None:
+            self._enrich_due(runtime, image, tracked, ids)
+
+    async def _detect(self, image: np.ndarray) -> list[Any]:
+        for attempt in range(DETECT_RETRIES):
+            try:
+                return (await self.detector.detect(image)).detections
+            except (OverloadedError, DeadlineExceededError):
+                if attempt == DETECT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _placed(
+        self,
+        runtime: CameraRuntime,
+        tracked: Sequence[TrackedDetection],
+        frame: SpooledFrame,
+        width: int,
+        height: int,
+    ) -> tuple[list[DetectionRecord], list[WindowUpdate], list[WindowLinkRecord]]:
+        """Each tracked detection placed in its zones and its camera's window, as records."""
+        records: list[DetectionRecord] = []
+        links: list[WindowLinkRecord] = []
+        for found in tracked:
+            detection = found.detection
+            inside = zones_at(detection.box, width, height, runtime.zones, detection.label)
+            current, _ = runtime.zone_presence(found.track_key).update(inside)
+            assignment = runtime.windows.add(found.track_key, frame.captured_at)
+            links += [
+                WindowLinkRecord(assignment.window_id, earlier, key)
+                for earlier, key in assignment.links
+            ]
+            records.append(
+                DetectionRecord(
+                    track_key=found.track_key,
+                    window_id=assignment.window_id,
+                    label=detection.label,
+                    score=detection.score,
+                    box=detection.box,
+                    zones=current,
+                    stationary=found.stationary,
+                )
+            )
+        windows = [
+            WindowUpdate(
+                state.window_id,
+                runtime.id,
+                state.opened_at,
+                state.last_detection_at,
+                state.opened_at + self.settings.batch_window_seconds,
+            )
+            for state in runtime.windows.open_windows()
+            if records
+        ]
+        return records, windows, links
+
+    # -- enrichment ---------------------------------------------------------------------------
+    def _enrich_due(
+        self,
+        runtime: CameraRuntime,
+        image: np.ndarray,
+        tracked: Sequence[TrackedDetection],
+        ids: Sequence[int],
+    ) -> None:
+        """Enrich, in the background, the tracks not enriched within the interval; skipped
+        (tried again on a later frame) while the enrichment slots are busy."""
+        now = time.monotonic()
+        interval = self.settings.enrichment_interval_s
+        due = [
+            (found, detection_id)
+            for found, detection_id in zip(tracked, ids, strict=True)
+            if now - runtime.last_enriched.get(found.track_key, -math.inf) >= interval
+        ]
+        if not due or self._enriching.locked():
+            return
+        for found, _ in due:
+            runtime.last_enriched[found.track_key] = now
+        self._spawn(self._enrich(image, due))
+
+    async def _enrich(self, image: np.ndarray, due: list[tuple[TrackedDetection, int]]) -> None:
+        assert self.enrichment is not None
+        async with self._enriching:
+            detections = [InputDetection(f.detection.label, f.detection.box) for f, _ in due]
+            try:
+                result = await self.enrichment.enrich(
+                    image, detections, self.settings.enrich_timeout_ms / 1000
+                )
+            except ServingError as exc:
+                log.warning("enrichment failed: %s", exc)
+                return
+            now = time.time()
+            for (found, detection_id), per_model in zip(due, result.detections, strict=True):
+                for model, value in per_model.items():
+                    answer = dict(value) if isinstance(value, dict) else {"value": value}
+                    embedding = answer.pop("embedding", None)
+                    vector = None if embedding is None else np.asarray(embedding, np.float32)
+                    await self._write(
+                        self.store.add_enrichment,
+                        found.track_key,
+                        detection_id,
+                        model,
+                        answer,
+                        vector,
+                        created_at=now,
+                    )
+
+    # -- windows, events, health ------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self._tick(time.time())
+            except Exception:
+                log.exception("the camera pipeline's tick failed")
+
+    async def _tick(self, now: float) -> None:
+        for runtime in list(self.cameras.values()):
+            if runtime.lane.empty():  # frames waiting may still join the open window
+                for closed in runtime.windows.due(now - runtime.behind_s):
+                    await self._close_window(runtime, closed)
+            runtime.check_health()
+            runtime.forget_tracks(runtime.tracker.forget_idle(now, FORGET_TRACKS_AFTER_S))
+            runtime.rates.sample(now, runtime.counters.snapshot())
+        if now - self._last_retention >= RETENTION_EVERY_S:
+            self._last_retention = now
+            report = await self._write(
+                apply_retention,
+                self.store,
+                self.data_dir,
+                now=now,
+                max_age_days=self.settings.retention_days,
+                max_bytes=int(self.settings.retention_max_gb * GIB),
+            )
+            log.info("retention: %s", report)
+
+    async def _close_window(self, runtime: CameraRuntime, closed: ClosedWindow) -> None:
+        await self._write(self.store.close_window, closed.window_id, closed.closed_at)
+        self._analysis.put_nowait((closed.window_id, runtime.id))
+
+    async def _analysis_loop(self) -> None:
+        assert self._writer is not None
+        while True:
+            window_id, camera_id = await self._analysis.get()
+            started = time.monotonic()
+            try:
+                await self._write_event(window_id, camera_id)
+            except Exception:
+                log.exception("window %s: no event could be written", window_id)
+                continue
+            self.metrics.window_close_latency.observe(time.monotonic() - started)
+
+    async def _write_event(self, window_id: str, camera_id: str) -> None:
+        assert self._writer is not None
+        runtime = self.cameras.get(camera_id)
+        config: CameraConfig | None
+        if runtime is not None:
+            config = runtime.config
+        else:
+            stored = await asyncio.to_thread(self.store.get_camera, camera_id)
+            config = CameraConfig.model_validate(dict(stored.config)) if stored else None
+        facts = (
+            CameraFacts(config.name, config.zone_description, config.timezone, config.detect_fps)
+            if config is not None
+            else CameraFacts(camera_id, "", "UTC", 5.0)
+        )
+        event_id = await self._writer.write(window_id, camera_id, facts)
+        detail = await asyncio.to_thread(self.store.get_event, event_id)
+        if detail is not None:
+            self.metrics.events.labels(detail.event.level).inc()
+
+    def _on_health_threadsafe(self, runtime: CameraRuntime, change: HealthChange) -> None:
+        """A health change seen on any thread becomes an event on the loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_health, runtime, change)
+
+    def _on_health(self, runtime: CameraRuntime, change: HealthChange) -> None:
+        if self._closing:
+            return
+        level = HEALTH_LEVELS.get(change.state)
+        if level is None:
+            log.info("camera %s is %s: %s", runtime.id, change.state, change.detail)
+            return
+        log.warning("camera %s is %s: %s", runtime.id, change.state, change.detail)
+        self.metrics.health_events.labels(runtime.id, change.state).inc()
+        record = EventRecord(
+            kind="health",
+            camera_id=runtime.id,
+            window_id=None,
+            started_at=change.since,
+            ended_at=change.since,
+            score=0.0,
+            level=level,  # type: ignore[arg-type]
+            reasons=(),
+            analyser="health",
+            summary=f"{runtime.config.name} is {change.state}: {change.detail}",
+            labels=(),
+            zones=(),
+            created_at=time.time(),
+        )
+        self._spawn(self._write(self.store.add_event, record))
+
+    # -- restart ------------------------------------------------------------------------------
+    async def _resume(self) -> None:
+        store = self.store
+        for row in await asyncio.to_thread(store.open_windows):
+            runtime = self.cameras.get(row.camera_id)
+            if runtime is None:
+                await self._write(store.close_window, row.id, max(time.time(), row.opened_at))
+                continue
+            contents = await asyncio.to_thread(store.window_contents, row.id)
+            keys = tuple(dict.fromkeys(d.track_key for d in contents.detections))
+            runtime.windows.resume(
+                [OpenWindowState(row.id, row.opened_at, row.last_detection_at, keys)]
+            )
+        for row in await asyncio.to_thread(store.unanalysed_windows):
+            self._analysis.put_nowait((row.id, row.camera_id))
+        for camera_id, frames in (await asyncio.to_thread(self.spool.pending)).items():
+            runtime = self.cameras.get(camera_id)
+            if runtime is None:
+                log.warning(
+                    "%d spooled frames of camera %s, which is not configured, are kept until "
+                    "it is", len(frames), camera_id,
+                )  # fmt: skip
+                continue
+            recorded = await asyncio.to_thread(store.last_seq, camera_id)
+            for frame in frames:
+                if frame.seq <= recorded:
+                    await asyncio.to_thread(self._tidy_recorded, frame)
+                    continue
+                self.admission.take()
+                # a recovered frame skips the gate: a restarted gate calibrates on its first
+                # frames and would skip them, and each was accepted for detection already
+                runtime.lane.put_nowait(LaneItem(frame, None, gated=True))
+
+    def _tidy_recorded(self, frame: SpooledFrame) -> None:
+        """A frame recorded before a restart: keep its file if the record points at it."""
+        if (self.data_dir / self.spool.stored_path(frame)).exists():
+            self.spool.discard(frame)
+        else:
+            self.spool.keep(frame)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _readings(self) -> tuple[list[Any], int]:
+        return [_Reading(r) for r in list(self.cameras.values())], self.admission.depth
+
+    def status(self, camera_id: str) -> dict[str, Any]:
+        runtime = self.camera(camera_id)
+        counts = runtime.counters.snapshot()
+        source = runtime.source_status()
+        seen = counts["frames_in"] - counts["corrupt"]
+        moving = counts["detected"] + counts["failed"] + counts["dropped"]
+        health = runtime.health.last_change
+        reconnects = source.reconnects if isinstance(source, SourceStatus) else 0
+        return {
+            "camera": runtime.id,
+            "name": runtime.config.name,
+            "enabled": runtime.config.enabled,
+            "source": {
+                "type": runtime.config.source.type,
+                "state": source.state.value if source is not None else "push",
+                "reconnects": reconnects,
+                "last_error": source.last_error if source is not None else None,
+            },
+            "health": {
+                "state": runtime.health.state,
+                "reason": health.reason if health is not None else None,
+                "since": health.since if health is not None else None,
+                "detail": health.detail if health is not None else None,
+            },
+            "fps_in": round(runtime.rates.per_second("frames_in"), 3),
+            "fps_detected": round(runtime.rates.per_second("detected"), 3),
+            "motion_share": round(moving / seen, 4) if seen else 0.0,
+            "frames": counts,
+            "dropped": counts["dropped"],
+            "reconnects": reconnects,
+            "queued": runtime.lane.qsize(),
+            "open_windows": len(runtime.windows.open_windows()),
+            "last_frame_at": runtime.last_frame_at,
+        }
+
+
+@dataclass(frozen=True)
+class _Reading:
+    runtime: CameraRuntime
+
+    @property
+    def camera_id(self) -> str:
+        return self.runtime.id
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.runtime.counters.snapshot()
+
+    @property
+    def health(self) -> str:
+        return str(self.runtime.health.state)
+
+    @property
+    def open_windows(self) -> int:
+        return len(self.runtime.windows.open_windows())
+
+
+def _opened_store(url: str) -> EventStore:
+    database = open_database(url)
+    database.upgrade()
+    return EventStore(database)
+
+
+def _validated_camera(fields: dict[str, Any]) -> CameraConfig:
+    try:
+        return CameraConfig.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidCameraError("; ".join(validation_problems(exc, "camera"))) from None
+
+
+def _read_frame(frame: SpooledFrame, max_pixels: int) -> np.ndarray:
+    return decode_image(Path(frame.path).read_bytes(), max_pixels)

@@ -1,0 +1,329 @@
+"""A camera's upload folder (FTP, SMB) watched by polling, on one thread of its own: each image
+file, once settled, is read and handed to the consumer, then moved under ``done/`` (or deleted)
+when accepted, or moved under ``failed/`` when corrupt or refused.
+
+What is taken: regular files directly in the folder named ``*.jpg``, ``*.jpeg`` or ``*.png``
+(any case), not dotfiles, so not the partial uploads FTP and SMB clients write under other
+names (``*.tmp``, ``*.part``, ``.pureftpd-upload.*``), and nothing in subdirectories (so not
+``done/`` and ``failed/``). A file is settled once its size and modification time have stayed
+the same for ``settle_s``. Settled files are handed on in order of modification time, then name;
+a busy consumer stops the round, and the rest wait for the next poll, in the same order.
+
+Refused before reading, and moved under ``failed/``: files over ``max_file_bytes``, links that
+lead out of the folder (they are never followed) and anything not a regular file.
+
+Threads: ``start``, ``stop`` and ``status`` may be called from any thread; ``on_file`` runs on
+the watcher thread. Polling works on any file system, local or mounted, without inotify.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from hearthwatch.security.sources.config import FolderSourceConfig
+from hearthwatch.security.sources.confinement import ConfinementError, check_path
+from hearthwatch.security.sources.status import FolderStatus, SourceState
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+DONE_DIR = "done"
+FAILED_DIR = "failed"
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_NAME_COLLISIONS = 10_000
+"""How many numbered names (``front-1.jpg``, ``front-2.jpg``, ...) are tried when the name is
+taken under ``done/`` or ``failed/``, before the time is used to make one."""
+
+
+class FileVerdict(Enum):
+    """What the consumer made of a file."""
+
+    ACCEPTED = "accepted"
+    """Taken: the file goes under ``done/`` or is deleted, as the source says."""
+    CORRUPT = "corrupt"
+    """Not an image it can use: the file goes under ``failed/``."""
+    BUSY = "busy"
+    """No room now: the file stays, and is handed on again at a later poll."""
+
+
+FileCallback = Callable[[Path, bytes, float], FileVerdict]
+"""``on_file(path, data, mtime)``: the file's path in the folder, its bytes and its
+modification time (epoch seconds)."""
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A file's size and modification time as the last poll saw them, and since when
+    (monotonic) they have been so."""
+
+    key: tuple[int, int]
+    since: float
+
+
+class _RefusedError(Exception):
+    """A file refused before reading; the message says why."""
+
+
+class FolderWatcher:
+    """Watches one camera's upload folder; see the module docstring."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        config: FolderSourceConfig,
+        *,
+        on_file: FileCallback,
+        poll_s: float = 0.5,
+        max_file_bytes: int = MAX_FILE_BYTES,
+    ):
+        """Raises ``ValueError`` for a poll interval or size limit out of range."""
+        if not (0.0 < poll_s < math.inf):
+            raise ValueError(f"poll_s must be a positive number of seconds, not {poll_s}")
+        if max_file_bytes <= 0:
+            raise ValueError(f"max_file_bytes must be positive, not {max_file_bytes}")
+        self.camera_id = camera_id
+        self._folder = config.path
+        self._config = config
+        self._on_file = on_file
+        self._poll_s = poll_s
+        self._max_file_bytes = max_file_bytes
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # confined to the watcher thread:
+        self._seen: dict[str, _Seen] = {}
+        self._stuck: dict[str, tuple[int, int]] = {}
+        """Files handled (or failing) that could not be moved away, by name: (size, mtime_ns).
+        Not handed on again, nor logged again, until they change."""
+        self._lock = threading.Lock()
+        # guarded by _lock:
+        self._state = SourceState.STOPPED
+        self._files_taken = 0
+        self._files_corrupt = 0
+        self._files_refused = 0
+        self._busy_retries = 0
+        self._last_file_at: float | None = None
+        self._last_error: str | None = None
+
+    def start(self) -> None:
+        """Start the watcher thread; a watcher starts once."""
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError(f"the watcher of camera {self.camera_id!r} was started already")
+            self._state = SourceState.CONNECTING
+            self._thread = threading.Thread(
+                target=self._run, name=f"folder-{self.camera_id}", daemon=True
+            )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop polling and wait up to ``timeout_s`` for the thread (and a call of ``on_file``
+        in progress) to end."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.warning(
+                    "camera %s: on_file has not returned; the watcher ends after it",
+                    self.camera_id,
+                )
+        with self._lock:
+            self._state = SourceState.STOPPED
+
+    def status(self) -> FolderStatus:
+        with self._lock:
+            return FolderStatus(
+                state=self._state,
+                files_taken=self._files_taken,
+                files_corrupt=self._files_corrupt,
+                files_refused=self._files_refused,
+                busy_retries=self._busy_retries,
+                last_file_at=self._last_file_at,
+                last_error=self._last_error,
+            )
+
+    # the watcher thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._poll()
+            if self._stop.wait(self._poll_s):
+                break
+
+    def _poll(self) -> None:
+        try:
+            with os.scandir(self._folder) as listing:
+                entries = [
+                    entry
+                    for entry in listing
+                    if not entry.name.startswith(".")
+                    and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                ]
+        except OSError as exc:
+            self._seen.clear()
+            self._record_folder_error(exc)
+            return
+        self._set_state(SourceState.STREAMING)
+        now = time.monotonic()
+        settled: list[tuple[int, str, os.stat_result]] = []
+        seen: dict[str, _Seen] = {}
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone since the listing
+            key = (info.st_size, info.st_mtime_ns)
+            before = self._seen.get(entry.name)
+            seen[entry.name] = (
+                before if before is not None and before.key == key else _Seen(key, now)
+            )
+            if self._stuck.get(entry.name) != key and now - seen[entry.name].since >= (
+                self._config.settle_s
+            ):
+                settled.append((info.st_mtime_ns, entry.name, info))
+        self._seen = seen
+        self._stuck = {name: key for name, key in self._stuck.items() if name in seen}
+        for _, name, info in sorted(settled, key=lambda item: (item[0], item[1])):
+            if self._stop.is_set() or not self._hand_on(name, info):
+                break
+
+    def _hand_on(self, name: str, info: os.stat_result) -> bool:
+        """Read the file and give it to the consumer; False if the consumer is busy."""
+        path = self._folder / name
+        try:
+            data = self._read(path, info)
+        except _RefusedError as exc:
+            with self._lock:
+                self._files_refused += 1
+            self._dispose(name, info, FAILED_DIR, f"'{name}' was refused: {exc}")
+            return True
+        except FileNotFoundError:
+            return True  # taken away meanwhile
+        except OSError as exc:
+            self._record_file_error(name, f"cannot be read ({exc.strerror})")
+            self._stuck[name] = (info.st_size, info.st_mtime_ns)
+            return True
+        if data is None:
+            self._seen.pop(name, None)  # it changed while read: let it settle again
+            return True
+        try:
+            verdict = self._on_file(path, data, info.st_mtime)
+        except Exception:
+            log.exception(
+                "camera %s: on_file failed on %r; it counts as corrupt", self.camera_id, name
+            )
+            verdict = FileVerdict.CORRUPT
+        if verdict is FileVerdict.BUSY:
+            with self._lock:
+                self._busy_retries += 1
+            return False
+        if verdict is FileVerdict.ACCEPTED:
+            with self._lock:
+                self._files_taken += 1
+                self._last_file_at = time.time()
+            if self._config.after == "delete":
+                self._delete(name, info)
+            else:
+                self._dispose(name, info, DONE_DIR, None)
+            return True
+        with self._lock:
+            self._files_corrupt += 1
+        self._dispose(name, info, FAILED_DIR, f"'{name}' is corrupt")
+        return True
+
+    def _read(self, path: Path, info: os.stat_result) -> bytes | None:
+        """The file's bytes; None if it changed while read. Raises :class:`_RefusedError` for
+        a file refused unread, ``OSError`` for one that cannot be read."""
+        target = path
+        if stat.S_ISLNK(info.st_mode):
+            try:
+                target = check_path(path, [self._folder])
+            except ConfinementError:
+                raise _RefusedError("it is a link not to be followed in the folder") from None
+            info = os.stat(target, follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode):
+            raise _RefusedError("it is not a regular file")
+        if info.st_size > self._max_file_bytes:
+            raise _RefusedError(f"it is larger than {self._max_file_bytes} bytes")
+        # not blocking: a FIFO swapped in since the check must not hang the thread
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _RefusedError("it is not a regular file")
+            data = file.read(self._max_file_bytes + 1)
+        if len(data) > self._max_file_bytes:
+            raise _RefusedError(f"it is larger than {self._max_file_bytes} bytes")
+        return data if len(data) == info.st_size else None
+
+    def _dispose(self, name: str, info: os.stat_result, subdir: str, why: str | None) -> None:
+        """Move the file under ``subdir``, logging ``why`` (a failure) if given."""
+        try:
+            destination = self._free_name(subdir, name)
+            os.rename(self._folder / name, destination)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._record_file_error(name, f"cannot be moved to {subdir}/ ({exc.strerror})")
+            self._stuck[name] = (info.st_size, info.st_mtime_ns)
+            return
+        self._seen.pop(name, None)
+        if why is not None:
+            message = f"{why}; moved to {subdir}/{destination.name}"
+            with self._lock:
+                self._last_error = message
+            log.warning("camera %s: %s", self.camera_id, message)
+
+    def _delete(self, name: str, info: os.stat_result) -> None:
+        try:
+            os.unlink(self._folder / name)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._record_file_error(name, f"cannot be deleted ({exc.strerror})")
+            self._stuck[name] = (info.st_size, info.st_mtime_ns)
+            return
+        self._seen.pop(name, None)
+
+    def _free_name(self, subdir: str, name: str) -> Path:
+        """A path under ``subdir`` (made if missing; never through a link) not yet taken."""
+        directory = self._folder / subdir
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                raise NotADirectoryError(0, "it is not a directory") from None
+        stem, suffix = os.path.splitext(name)
+        for n in range(MAX_NAME_COLLISIONS):
+            candidate = directory / (name if n == 0 else f"{stem}-{n}{suffix}")
+            if not os.path.lexists(candidate):
+                return candidate
+        return directory / f"{stem}-{time.time_ns()}{suffix}"
+
+    def _record_file_error(self, name: str, what: str) -> None:
+        message = f"'{name}' {what}"
+        with self._lock:
+            self._last_error = message
+        log.warning("camera %s: %s", self.camera_id, message)
+
+    def _record_folder_error(self, exc: OSError) -> None:
+        message = f"the folder {str(self._folder)!r} cannot be listed ({exc.strerror})"
+        with self._lock:
+            changed = self._last_error != message
+            self._last_error = message
+        if changed:
+            log.warning("camera %s: %s", self.camera_id, message)
+        self._set_state(SourceState.RECONNECTING)
+
+    def _set_state(self, state: SourceState) -> None:
+        with self._lock:
+            if not self._stop.is_set():
+                self._state = state

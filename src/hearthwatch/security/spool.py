@@ -1,0 +1,120 @@
+"""Frames admitted for detection, kept on disk until their detections are stored: the
+durability of the camera pipeline.
+
+A frame is spooled under ``<data_dir>/spool/<camera_id>/<seq>-<captured_at_us>.<origin>.<ext>``:
+written to a temporary name, flushed and fsynced, renamed, and the directory fsynced, so once
+:meth:`Spool.put` returns the frame survives a killed process (and a power cut, where the
+filesystem honours fsync). After its detections are stored, a frame is either moved into the
+frames store (kept for snapshots and clips, :meth:`Spool.keep`) or deleted
+(:meth:`Spool.discard`). :meth:`Spool.pending` lists what a restart must process again, per
+camera in sequence order; the store's unique (camera, seq) key makes processing it twice
+harmless.
+
+Thread-safe: every call touches only its own files; sequence numbers come from the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Origin = Literal["stream", "push", "folder"]
+ORIGINS: tuple[Origin, ...] = ("stream", "push", "folder")
+_NAME = re.compile(
+    r"^(?P<seq>\d{12})-(?P<us>\d{1,20})\.(?P<origin>stream|push|folder)\.(?P<ext>jpg|png)$"
+)
+
+
+@dataclass(frozen=True)
+class SpooledFrame:
+    camera_id: str
+    seq: int
+    captured_at: float
+    origin: Origin
+    path: Path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, all or nothing, on disk when this returns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    _fsync_dir(path.parent)
+
+
+class Spool:
+    def __init__(self, data_dir: Path):
+        self.root = data_dir / "spool"
+        self.frames_root = data_dir / "frames"
+        self.data_dir = data_dir
+
+    def put(
+        self, camera_id: str, seq: int, captured_at: float, origin: Origin, data: bytes, ext: str
+    ) -> SpooledFrame:
+        micros = max(0, round(captured_at * 1_000_000))
+        name = f"{seq:012d}-{micros}.{origin}.{ext}"
+        path = self.root / camera_id / name
+        write_durably(path, data)
+        return SpooledFrame(camera_id, seq, micros / 1_000_000, origin, path)
+
+    def pending(self) -> dict[str, list[SpooledFrame]]:
+        """Per camera, the spooled frames in sequence order (partial writes removed)."""
+        found: dict[str, list[SpooledFrame]] = {}
+        if not self.root.is_dir():
+            return found
+        for camera_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            frames = []
+            for path in camera_dir.iterdir():
+                if path.name.endswith(".partial"):
+                    path.unlink(missing_ok=True)
+                    continue
+                match = _NAME.match(path.name)
+                if match is None:
+                    continue
+                frames.append(
+                    SpooledFrame(
+                        camera_dir.name,
+                        int(match["seq"]),
+                        int(match["us"]) / 1_000_000,
+                        match["origin"],  # type: ignore[arg-type]  # the pattern allows ORIGINS only
+                        path,
+                    )
+                )
+            if frames:
+                found[camera_dir.name] = sorted(frames, key=lambda f: f.seq)
+        return found
+
+    def last_seq(self, camera_id: str) -> int:
+        frames = self.pending().get(camera_id, [])
+        return frames[-1].seq if frames else 0
+
+    def stored_path(self, frame: SpooledFrame) -> str:
+        """Where :meth:`keep` puts ``frame``, relative to the data directory."""
+        ext = frame.path.suffix
+        return f"frames/{frame.camera_id}/{frame.seq:012d}{ext}"
+
+    def keep(self, frame: SpooledFrame) -> None:
+        """Move ``frame`` to :meth:`stored_path` (done again harmlessly after a restart)."""
+        target = self.data_dir / self.stored_path(frame)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(frame.path, target)
+
+    def discard(self, frame: SpooledFrame) -> None:
+        frame.path.unlink(missing_ok=True)

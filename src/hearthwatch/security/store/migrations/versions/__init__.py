@@ -1,0 +1,1 @@
+"""The revisions, oldest first by number; each is applied in its own run of ``upgrade``."""
