@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import Server
-from rtsp_server import rtsp_server, unavailable
+from rtsp_server import RtspServer, rtsp_server, unavailable
 from scenes import Walk, scene_frames, write_video, yard
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.detections]
@@ -66,7 +66,9 @@ def drop_into_folder(folder: Path, frames: list[np.ndarray], first_at: float) ->
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, float]]:
+def setup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Server, Path, float, RtspServer]]:
     reason = unavailable()
     if reason is not None:
         if os.environ.get("CI"):
@@ -99,6 +101,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
                 "BATCH_WINDOW_SECONDS": "60",
                 "BATCH_IDLE_TIMEOUT_SECONDS": "3",
                 "ENRICHMENT_INTERVAL_S": "600",
+                "CAMERA_OFFLINE_AFTER_S": "3",
+                "CAMERA_TAMPER_AFTER_S": "1",
             },
             root / "server.log",
         )
@@ -106,7 +110,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
             server.wait_ready()
             first_at = time.time() - COUNT * FRAME_SPACING_S
             drop_into_folder(garden, frames, first_at)
-            yield server, root, first_at
+            yield server, root, first_at, rtsp
         finally:
             server.stop()
 
@@ -165,7 +169,7 @@ def check_event(server: Server, event: dict) -> None:
 def test_the_folder_camera_detects_only_the_walk_and_stores_its_event(
     setup: tuple[Server, Path, float],
 ) -> None:
-    server, root, first_at = setup
+    server, root, first_at, _ = setup
     event = window_event(server, "back_garden")
     check_event(server, event)
     assert event["camera_name"] == "Back Garden"
@@ -188,7 +192,7 @@ def test_the_folder_camera_detects_only_the_walk_and_stores_its_event(
 def test_the_rtsp_camera_detects_the_walk_and_not_the_static_stretches(
     setup: tuple[Server, Path, float],
 ) -> None:
-    server, _, _ = setup
+    server, _, _, _ = setup
     event = window_event(server, "driveway")
     check_event(server, event)
     frames_in = server.metric("hearthwatch_camera_frames_in_total", camera="driveway")
@@ -201,3 +205,67 @@ def test_the_rtsp_camera_detects_the_walk_and_not_the_static_stretches(
     status = httpx.get(f"{server.url}/api/cameras/driveway/status").json()
     assert status["source"]["state"] == "streaming"
     assert status["health"]["state"] == "online"
+
+
+def health_event(server: Server, camera: str, deadline_s: float = 30.0) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        page = httpx.get(
+            f"{server.url}/api/events", params={"camera": camera, "kind": "health"}
+        ).json()
+        if page["events"]:
+            return page["events"][0]  # type: ignore[no-any-return]
+        time.sleep(0.5)
+    raise AssertionError(f"no health event for camera {camera} in {deadline_s:.0f} s")
+
+
+def test_a_covered_folder_camera_is_flagged_tampered(
+    setup: tuple[Server, Path, float, RtspServer],
+) -> None:
+    """Black frames for longer than CAMERA_TAMPER_AFTER_S (1 s) after the yard: tampered."""
+    server, root, _, _ = setup
+    window_event(server, "back_garden")  # the walk has been processed: the gate knows the yard
+    garden = root / "media" / "garden"
+    black = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    black[:, :, :] = 4
+    for index in range(6):
+        frame = black.copy()
+        frame[index, index] = 9  # not byte-identical: each is a new frame
+        drop_into_folder_named(garden, frame, f"covered_{index}.jpg")
+        time.sleep(0.5)
+    event = health_event(server, "back_garden")
+    assert event["level"] == "high" and "tampered" in event["summary"], event
+    status = httpx.get(f"{server.url}/api/cameras/back_garden/status").json()
+    assert status["health"] == {**status["health"], "state": "tampered", "reason": "covered"}
+    assert server.metric("hearthwatch_camera_health", camera="back_garden", state="tampered") == 1
+
+
+def test_a_stream_that_stops_is_offline_and_reconnects(
+    setup: tuple[Server, Path, float, RtspServer],
+) -> None:
+    server, _, _, rtsp = setup
+    window_event(server, "driveway")
+    rtsp.stop()
+    event = health_event(server, "driveway")
+    assert event["level"] == "medium" and "offline" in event["summary"], event
+    status = httpx.get(f"{server.url}/api/cameras/driveway/status").json()
+    assert status["health"]["state"] == "offline" and status["health"]["reason"] == "no_frames"
+    assert status["source"]["state"] == "reconnecting"
+    rtsp.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/api/cameras/driveway/status").json()
+        if status["health"]["state"] == "online" and status["source"]["state"] == "streaming":
+            break
+        time.sleep(0.5)
+    assert status["health"]["state"] == "online", status
+    assert status["source"]["reconnects"] >= 1
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def drop_into_folder_named(folder: Path, image: np.ndarray, name: str) -> None:
+    ok, jpeg = cv2.imencode(".jpg", image)
+    assert ok
+    staged = folder.parent / f".{name}"
+    staged.write_bytes(jpeg.tobytes())
+    os.replace(staged, folder / name)

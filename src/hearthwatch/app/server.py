@@ -10,6 +10,7 @@ run on a worker thread so the loop never waits on model loads.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,7 +79,14 @@ def drain_services(app: FastAPI) -> None:
 
 def serve(settings: Settings) -> None:
     """Serve ``settings`` until SIGTERM or SIGINT, then drain for at most
-    ``shutdown_grace_s`` and stop."""
+    ``shutdown_grace_s`` and stop. A bad cameras file stops it first, with an error naming the
+    camera and the field."""
+    if settings.pipeline_enabled:
+        # Alembic announces each of its plugins at INFO when imported: a line each, every start
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        from hearthwatch.security.pipeline import check_cameras_file
+
+        check_cameras_file(settings)
     served = create_app(settings)
     app = RequestDrain(served, on_drain=lambda: drain_services(served))
     config = uvicorn.Config(

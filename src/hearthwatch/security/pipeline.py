@@ -219,14 +219,7 @@ class Pipeline:
         return cameras
 
     async def _check_source(self, config: CameraConfig) -> None:
-        source = config.source
-        try:
-            if isinstance(source, FileSourceConfig | FolderSourceConfig):
-                await asyncio.to_thread(check_path, source.path, self.settings.source_roots)
-            elif isinstance(source, RtspSourceConfig | HttpSourceConfig):
-                await asyncio.to_thread(check_stream_url, source.url, self.settings.stream_hosts)
-        except ConfinementError as exc:
-            raise InvalidCameraError(f"camera '{config.id}': {exc}") from None
+        await asyncio.to_thread(check_source, config, self.settings)
 
     async def _start_camera(self, config: CameraConfig, origin: CameraOrigin) -> CameraRuntime:
         settings = self.settings
@@ -258,17 +251,23 @@ class Pipeline:
         await asyncio.to_thread(runtime.start_source)
         return runtime
 
-    async def _stop_camera(self, camera_id: str) -> None:
+    async def _stop_camera(self, camera_id: str) -> list[SpooledFrame]:
+        """Stop the camera's source and lane and close its windows; answers its frames still
+        spooled (those its lane had not finished), in order."""
         runtime = self.cameras.pop(camera_id)
         await asyncio.to_thread(runtime.stop_source)
         lane = self._lanes.pop(camera_id)
         lane.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lane
+        while not runtime.lane.empty():
+            runtime.lane.get_nowait()
+            self.admission.give_back()
         camera_now = time.time() - runtime.behind_s
         ends = [w.opened_at + runtime.windows.window_s for w in runtime.windows.open_windows()]
         for closed in runtime.windows.due(max([camera_now, *ends])):  # every window closes
             await self._close_window(runtime, closed)
+        return (await asyncio.to_thread(self.spool.pending)).get(camera_id, [])
 
     def camera(self, camera_id: str) -> CameraRuntime:
         runtime = self.cameras.get(camera_id)
@@ -303,13 +302,14 @@ class Pipeline:
             config.model_dump(mode="json"),
             now=time.time(),
         )
-        await self._stop_camera(runtime.id)
-        await self._start_camera(config, "api")
+        left = await self._stop_camera(runtime.id)
+        await self._requeue(await self._start_camera(config, "api"), left)
         return CameraView(config, "api")
 
     async def remove_camera(self, camera_id: str) -> None:
         self._api_camera(camera_id)
-        await self._stop_camera(camera_id)
+        for frame in await self._stop_camera(camera_id):  # what it sent last goes with it
+            await asyncio.to_thread(self.spool.discard, frame)
         await self._write(self.store.delete_camera, camera_id)
 
     def _api_camera(self, camera_id: str) -> CameraRuntime:
@@ -622,22 +622,21 @@ class Pipeline:
                     "it is", len(frames), camera_id,
                 )  # fmt: skip
                 continue
-            recorded = await asyncio.to_thread(store.last_seq, camera_id)
-            for frame in frames:
-                if frame.seq <= recorded:
-                    await asyncio.to_thread(self._tidy_recorded, frame)
-                    continue
-                self.admission.take()
-                # a recovered frame skips the gate: a restarted gate calibrates on its first
-                # frames and would skip them, and each was accepted for detection already
-                runtime.lane.put_nowait(LaneItem(frame, None, gated=True))
+            await self._requeue(runtime, frames)
 
-    def _tidy_recorded(self, frame: SpooledFrame) -> None:
-        """A frame recorded before a restart: keep its file if the record points at it."""
-        if (self.data_dir / self.spool.stored_path(frame)).exists():
-            self.spool.discard(frame)
-        else:
-            self.spool.keep(frame)
+    async def _requeue(self, runtime: CameraRuntime, frames: list[SpooledFrame]) -> None:
+        """Put a camera's spooled frames back in its lane, in order; those recorded already
+        (at or below its last recorded sequence number, read after every write issued before)
+        are only tidied. A recovered frame skips the gate: a restarted gate calibrates on its
+        first frames and would skip them, and each was accepted for detection already."""
+        recorded = await self._write(self.store.last_seq, runtime.id)
+        for frame in frames:
+            if frame.seq <= recorded:
+                kept = await self._write(self.store.stored_image_of, runtime.id, frame.seq)
+                await asyncio.to_thread(self.spool.keep if kept else self.spool.discard, frame)
+                continue
+            self.admission.take()
+            runtime.lane.put_nowait(LaneItem(frame, None, gated=True))
 
     # -- reading ------------------------------------------------------------------------------
     def _readings(self) -> tuple[list[Any], int]:
@@ -698,6 +697,27 @@ class _Reading:
     @property
     def open_windows(self) -> int:
         return len(self.runtime.windows.open_windows())
+
+
+def check_source(config: CameraConfig, settings: Settings) -> None:
+    """Refuse a camera whose ``file``/``folder`` source lies outside ``SOURCE_ROOTS`` or whose
+    stream host is not in ``STREAM_HOSTS`` (blocking: a host name is resolved)."""
+    source = config.source
+    try:
+        if isinstance(source, FileSourceConfig | FolderSourceConfig):
+            check_path(source.path, settings.source_roots)
+        elif isinstance(source, RtspSourceConfig | HttpSourceConfig):
+            check_stream_url(source.url, settings.stream_hosts)
+    except ConfinementError as exc:
+        raise InvalidCameraError(f"camera '{config.id}': {exc}") from None
+
+
+def check_cameras_file(settings: Settings) -> None:
+    """Validate ``CAMERAS_FILE`` before the server starts: a bad field or a source outside its
+    confinement raises an error naming the camera and the field (blocking)."""
+    if settings.pipeline_enabled and settings.cameras_file is not None:
+        for config in load_cameras_file(settings.cameras_file).cameras:
+            check_source(config, settings)
 
 
 def _opened_store(url: str) -> EventStore:

@@ -377,6 +377,12 @@ class EventStore:
         statement = select(func.max(Frame.seq)).where(Frame.camera_id == camera_id)
         return self._database.read(lambda session: session.scalar(statement) or 0)
 
+    def stored_image_of(self, camera_id: str, seq: int) -> str | None:
+        """The kept image of the camera's recorded frame ``seq``; None when the frame kept none
+        or is not recorded."""
+        statement = select(Frame.image_path).where(Frame.camera_id == camera_id, Frame.seq == seq)
+        return self._database.read(lambda session: session.scalar(statement))
+
     def open_windows(self) -> list[WindowRow]:
         """Every open window, oldest first."""
         return self._windows_in("open")
