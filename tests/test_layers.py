@@ -111,8 +111,12 @@ def _imports(path: Path) -> list[Import]:
 
 
 def _layer(dotted: str) -> str | None:
+    """The layer of a hearthwatch module: the first name under ``hearthwatch``, with the
+    command-line modules (``cli``, ``cli_cameras`` …) all ``cli``."""
     parts = dotted.split(".")
-    return parts[1] if parts[0] == "hearthwatch" and len(parts) > 1 else None
+    if parts[0] != "hearthwatch" or len(parts) < 2:
+        return None
+    return "cli" if parts[1].startswith("cli_") else parts[1]
 
 
 ALL = [

@@ -1,8 +1,10 @@
-"""``hearthwatch <command>``: serve, config, detect, models, gpu, tune, loadtest.
+"""``hearthwatch <command>``: serve, config, detect, models, gpu, tune, loadtest, cameras, events.
 
 ``serve`` builds and runs the app through the composition root (:mod:`hearthwatch.app`);
 ``tune`` and ``loadtest`` are client-side tools (:mod:`hearthwatch.tuning`) behind the
 ``tuning`` extra, imported only when they run, so the server never imports them or matplotlib.
+``cameras`` and ``events`` (:mod:`hearthwatch.cli_cameras`) read a running server's camera
+pipeline, and import a Frigate config; they too import httpx and the pipeline only when they run.
 
 ``serve`` checks, before anything loads, the LLM profile it will run (chosen once and pinned)
 and the LLM engine's model; without the default model the LLM service starts disabled, saying
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from hearthwatch.cli_cameras import DEFAULT_URL, ClientError, add_commands
 from hearthwatch.config import (
     DEFAULT_TUNED_FILE,
     ConfigError,
@@ -371,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     detect = sub.add_parser("detect", help="send images to a running server")
     detect.add_argument("images", nargs="+")
-    detect.add_argument("--url", default="http://127.0.0.1:8090")
+    detect.add_argument("--url", default=DEFAULT_URL)
     detect.add_argument("--confidence", type=float)
     detect.add_argument("--all-classes", action="store_true")
     detect.add_argument("--timeout", type=float, default=60.0)
@@ -421,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
 
     load = sub.add_parser("loadtest", help="load-test a running server and report against an SLA")
-    load.add_argument("--url", default="http://127.0.0.1:8090")
+    load.add_argument("--url", default=DEFAULT_URL)
     load.add_argument("--route", choices=["detect", "v2", "chat"], default="detect")
     load.add_argument("--prompt-words", type=int, default=128, help="chat: prompt length")
     load.add_argument("--max-tokens", type=int, default=64, help="chat: output length")
@@ -446,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--out", default="loadtest-report")
     _add_image_args(load)
     load.set_defaults(func=cmd_loadtest)
+
+    add_commands(sub)  # cameras, events
     return parser
 
 
@@ -453,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ClientError as exc:
+        print(f"hearthwatch: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, ValueError, FileNotFoundError, MissingExtraError) as exc:
         print(f"hearthwatch: {exc}", file=sys.stderr)
         return 2

@@ -349,7 +349,7 @@ def load_cameras_file(
     ``{FRIGATE_*}`` placeholders. Raises :class:`CameraConfigError` listing every problem, each
     prefixed with the file's path.
     """
-    data = _read_yaml(Path(path))
+    data = read_yaml_file(Path(path))
     try:
         if not isinstance(data, Mapping) or "cameras" not in data:
             raise CameraConfigError(["expected a mapping with a top-level 'cameras'"])
@@ -448,7 +448,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml_file(path: Path) -> Any:
+    """A cameras (or Frigate) YAML file's data, read within the size, key and value limits;
+    errors never quote the file's lines, which may hold stream passwords."""
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_FILE_BYTES + 1)

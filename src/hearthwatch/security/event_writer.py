@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from hearthwatch.security.analysis import build_analyser
 from hearthwatch.security.analysis.base import Analyser, check_citations
-from hearthwatch.security.evidence import Analysis, WindowEvidence
+from hearthwatch.security.evidence import Analysis, Level, WindowEvidence
 from hearthwatch.security.media import MediaError, best_snapshot, write_clip
 from hearthwatch.security.store.events_store import EventStore
 from hearthwatch.security.store.records import EventRecord
@@ -61,9 +61,9 @@ class EventWriter:
         )
         self._data_dir = data_dir
 
-    async def write(self, window_id: str, camera_id: str, facts: CameraFacts) -> str:
+    async def write(self, window_id: str, camera_id: str, facts: CameraFacts) -> tuple[str, Level]:
         """Analyse the closed window and store its event; the event's id (the existing one
-        when the window has an event already)."""
+        when the window has an event already) and the level analysed."""
         evidence: WindowEvidence = await self._call(
             self._store.window_evidence,
             window_id,
@@ -91,7 +91,7 @@ class EventWriter:
             clip_path=clip_path,
         )
         event_id: str = await self._call(self._store.add_event, record)
-        return event_id
+        return event_id, analysis.level
 
     async def _analyse(self, evidence: WindowEvidence) -> Analysis:
         try:

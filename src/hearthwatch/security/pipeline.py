@@ -95,12 +95,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TICK_S = 0.5
 RETENTION_EVERY_S = 3600.0
-DETECT_RETRIES = 5
-"""A frame whose detection is refused for overload is tried this many times, then failed."""
+DETECT_BACKOFF_MIN_S = 0.1
+DETECT_BACKOFF_MAX_S = 5.0
 ENRICH_CONCURRENCY = 2
 FORGET_TRACKS_AFTER_S = 600.0
 HEALTH_LEVELS = {"offline": "medium", "tampered": "high"}
 GIB = 1024**3
+
+
+class _ShuttingDownError(Exception):
+    """The detector stopped answering because the pipeline is stopping."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,8 @@ class Pipeline:
                 await self._process(runtime, item)
             except asyncio.CancelledError:
                 raise
+            except _ShuttingDownError:
+                continue  # the frame stays spooled: the next start detects it
             except Exception:
                 runtime.counters.add("failed")
                 log.exception("camera %s: frame %d failed", runtime.id, item.frame.seq)
@@ -401,14 +407,19 @@ class Pipeline:
             self._enrich_due(runtime, image, tracked, ids)
 
     async def _detect(self, image: np.ndarray) -> list[Any]:
-        for attempt in range(DETECT_RETRIES):
+        """The frame's detections; a detector overloaded, draining or past the deadline is
+        tried again (backing off up to :data:`DETECT_BACKOFF_MAX_S`) until it answers, so the
+        lane waits and back-pressure reaches the cameras, and no admitted frame is given up;
+        while the pipeline stops, :class:`_ShuttingDownError` leaves the frame spooled."""
+        delay = DETECT_BACKOFF_MIN_S
+        while True:
             try:
                 return (await self.detector.detect(image)).detections
             except (OverloadedError, DeadlineExceededError):
-                if attempt == DETECT_RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+                if self._closing:
+                    raise _ShuttingDownError() from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DETECT_BACKOFF_MAX_S)
 
     def _placed(
         self,
@@ -534,7 +545,11 @@ class Pipeline:
             log.info("retention: %s", report)
 
     async def _close_window(self, runtime: CameraRuntime, closed: ClosedWindow) -> None:
-        await self._write(self.store.close_window, closed.window_id, closed.closed_at)
+        try:
+            await self._write(self.store.close_window, closed.window_id, closed.closed_at)
+        except Exception:  # one window's failure must not keep the others open
+            log.exception("camera %s: window %s could not be closed", runtime.id, closed.window_id)
+            return
         self._analysis.put_nowait((closed.window_id, runtime.id))
 
     async def _analysis_loop(self) -> None:
@@ -563,10 +578,8 @@ class Pipeline:
             if config is not None
             else CameraFacts(camera_id, "", "UTC", 5.0)
         )
-        event_id = await self._writer.write(window_id, camera_id, facts)
-        detail = await asyncio.to_thread(self.store.get_event, event_id)
-        if detail is not None:
-            self.metrics.events.labels(detail.event.level).inc()
+        _, level = await self._writer.write(window_id, camera_id, facts)
+        self.metrics.events.labels(level).inc()
 
     def _on_health_threadsafe(self, runtime: CameraRuntime, change: HealthChange) -> None:
         """A health change seen on any thread becomes an event on the loop."""

@@ -8,28 +8,40 @@ logs, errors and API replies. Where a source may point (roots, hosts) is checked
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_URL_LENGTH = 2048
 
 
+SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key|auth|sig", re.IGNORECASE)
+"""Query parameters whose values are hidden too (``?user=admin&password=…``, ``?token=…``)."""
+
+
 def redacted_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (the user name kept)."""
+    """``url`` with any password replaced by ``***`` (the user name kept), in its user info
+    and in query parameters whose names say they hold one (:data:`SECRET_QUERY_KEYS`)."""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username}:***@{host}" + (f":{port}" if port else "")
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs]
+        if hidden != pairs:
+            parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts)
 
 
 class _Source(BaseModel):
