@@ -83,6 +83,7 @@ class EventOut(BaseModel):
     summary: str
     labels: list[str]
     zones: list[str]
+    created_at: float = Field(description="When the event was stored (its window closed).")
     has_snapshot: bool
     has_clip: bool
 

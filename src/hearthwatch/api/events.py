@@ -51,6 +51,7 @@ def event_json(row: Any) -> dict[str, Any]:
         "summary": row.summary,
         "labels": list(row.labels),
         "zones": list(row.zones),
+        "created_at": row.created_at,
         "has_snapshot": row.snapshot_path is not None,
         "has_clip": row.clip_path is not None,
     }

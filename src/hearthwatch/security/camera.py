@@ -304,7 +304,9 @@ class CameraRuntime:
                 rgb = cv2.cvtColor(pending.image_bgr, cv2.COLOR_BGR2RGB)
                 self._to_lane(LaneItem(frame, rgb, gated=True))
 
-    def on_folder_file(self, path: Path, data: bytes, mtime: float) -> FileVerdict:
+    def on_folder_file(
+        self, path: Path, data: bytes, mtime: float
+    ) -> FileVerdict | tuple[FileVerdict, str]:
         """A settled file of the watched folder (watcher thread): checked whole, then spooled."""
         try:
             ext = _image_extension(data)
@@ -313,8 +315,7 @@ class CameraRuntime:
         except ImageError as exc:
             self.counters.add("frames_in")
             self.counters.add("corrupt")
-            log.warning("camera %s: skipped %s: %s", self.id, path.name, exc)
-            return FileVerdict.CORRUPT
+            return FileVerdict.CORRUPT, str(exc)  # the watcher logs it, once, with where it went
         if not self._admission.try_take():
             return FileVerdict.BUSY
         self.counters.add("frames_in")
@@ -373,6 +374,8 @@ def _check_size(height: int, width: int) -> None:
 
 
 def _image_extension(data: bytes) -> str:
+    if not data:
+        raise ImageError("empty", "it is empty (0 bytes)")
     fmt = sniff_format(data)
     if fmt == "jpeg":
         return "jpg"

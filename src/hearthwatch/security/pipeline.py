@@ -12,7 +12,8 @@ media (it has detections) or deleted. Tracks due for enrichment are enriched in 
 a single analysis task turns each closed window into an event.
 
 Windows close by the camera's clock: the capture time of its last processed frame plus the time
-since, and not while frames wait in its lane (they may still belong to the open window).
+since, and not while frames wait in its lane or one is in process (they may still belong to the
+open window).
 
 Restart. Open windows are resumed from the store, closed windows without an event are analysed,
 and frames left in the spool are processed again, without the motion gate (a restarted gate
@@ -75,7 +76,7 @@ from hearthwatch.security.sources.config import (
     RtspSourceConfig,
 )
 from hearthwatch.security.sources.confinement import ConfinementError, check_path, check_stream_url
-from hearthwatch.security.sources.status import SourceStatus
+from hearthwatch.security.sources.status import SourceState, SourceStatus
 from hearthwatch.security.spool import Spool, SpooledFrame
 from hearthwatch.security.store.database import open_database
 from hearthwatch.security.store.events_store import EventStore
@@ -135,6 +136,8 @@ class Pipeline:
         self._analysis: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._in_process: set[CameraRuntime] = set()
+        """Cameras whose lane took a frame and has not finished it."""
         self._enriching = asyncio.Semaphore(ENRICH_CONCURRENCY)
         self._closing = False
         self._last_retention = 0.0
@@ -218,6 +221,11 @@ class Pipeline:
                 config = CameraConfig.model_validate(dict(row.config))
             except ValidationError as exc:
                 log.error("stored camera %s is not valid any more, not started: %s", row.id, exc)
+                continue
+            try:  # SOURCE_ROOTS or STREAM_HOSTS may have narrowed since it was created
+                await self._check_source(config)
+            except InvalidCameraError as exc:
+                log.error("stored camera %s is not started: %s", row.id, exc)
                 continue
             cameras.append((config, "api"))
         return cameras
@@ -350,17 +358,19 @@ class Pipeline:
     async def _run_lane(self, runtime: CameraRuntime) -> None:
         while True:
             item = await runtime.lane.get()
+            self._in_process.add(runtime)
             try:
                 await self._process(runtime, item)
             except asyncio.CancelledError:
                 raise
             except _ShuttingDownError:
-                continue  # the frame stays spooled: the next start detects it
+                return  # this frame and those after it stay spooled: the next start, in order
             except Exception:
                 runtime.counters.add("failed")
                 log.exception("camera %s: frame %d failed", runtime.id, item.frame.seq)
                 await asyncio.to_thread(self.spool.discard, item.frame)
             finally:
+                self._in_process.discard(runtime)
                 self.admission.give_back()
                 self._admit_waiting()
 
@@ -526,7 +536,8 @@ class Pipeline:
 
     async def _tick(self, now: float) -> None:
         for runtime in list(self.cameras.values()):
-            if runtime.lane.empty():  # frames waiting may still join the open window
+            # a frame waiting, or the one in process, may still join the open window
+            if runtime.lane.empty() and runtime not in self._in_process:
                 for closed in runtime.windows.due(now - runtime.behind_s):
                     await self._close_window(runtime, closed)
             runtime.check_health()
@@ -669,7 +680,13 @@ class Pipeline:
             "enabled": runtime.config.enabled,
             "source": {
                 "type": runtime.config.source.type,
-                "state": source.state.value if source is not None else "push",
+                "state": (
+                    source.state.value
+                    if source is not None
+                    else "push"
+                    if isinstance(runtime.config.source, PushSourceConfig)
+                    else SourceState.STOPPED.value  # disabled: no source runs
+                ),
                 "reconnects": reconnects,
                 "last_error": source.last_error if source is not None else None,
             },

@@ -29,6 +29,9 @@ _NAME = re.compile(
 )
 
 
+_TOMBSTONE = ".discarded"
+
+
 @dataclass(frozen=True)
 class SpooledFrame:
     camera_id: str
@@ -101,8 +104,19 @@ class Spool:
         return found
 
     def last_seq(self, camera_id: str) -> int:
+        """The highest sequence number spooled for the camera, pending or discarded (see
+        :meth:`discard`): numbering never goes back, across restarts too."""
         frames = self.pending().get(camera_id, [])
-        return frames[-1].seq if frames else 0
+        pending = frames[-1].seq if frames else 0
+        return max(pending, *(seq for seq, _ in self._tombstones(camera_id)), 0)
+
+    def _tombstones(self, camera_id: str) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.root.glob(f".{camera_id}.*{_TOMBSTONE}"):
+            seq = path.name[len(camera_id) + 2 :].removesuffix(_TOMBSTONE)
+            if seq.isdigit():
+                found.append((int(seq), path))
+        return found
 
     def stored_path(self, frame: SpooledFrame) -> str:
         """Where :meth:`keep` puts ``frame``, relative to the data directory."""
@@ -117,4 +131,17 @@ class Spool:
             os.replace(frame.path, target)
 
     def discard(self, frame: SpooledFrame) -> None:
-        frame.path.unlink(missing_ok=True)
+        """Delete ``frame``: moved out of the camera's folder to an emptied tombstone of its
+        sequence number, ``spool/.<camera>.<seq>.discarded``, of which only the newest is kept
+        (frames skipped by the gate are recorded nowhere else)."""
+        tombstone = self.root / f".{frame.camera_id}.{frame.seq:012d}{_TOMBSTONE}"
+        try:
+            os.replace(frame.path, tombstone)
+        except FileNotFoundError:
+            return
+        os.truncate(tombstone, 0)
+        tombstones = self._tombstones(frame.camera_id)
+        newest = max(seq for seq, _ in tombstones)
+        for seq, older in tombstones:
+            if seq < newest:
+                older.unlink(missing_ok=True)

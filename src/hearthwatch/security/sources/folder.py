@@ -55,9 +55,9 @@ class FileVerdict(Enum):
     """No room now: the file stays, and is handed on again at a later poll."""
 
 
-FileCallback = Callable[[Path, bytes, float], FileVerdict]
+FileCallback = Callable[[Path, bytes, float], FileVerdict | tuple[FileVerdict, str]]
 """``on_file(path, data, mtime)``: the file's path in the folder, its bytes and its
-modification time (epoch seconds)."""
+modification time (epoch seconds); the verdict, with why for ``CORRUPT`` if it says."""
 
 
 @dataclass(frozen=True)
@@ -216,12 +216,13 @@ class FolderWatcher:
             self._seen.pop(name, None)  # it changed while read: let it settle again
             return True
         try:
-            verdict = self._on_file(path, data, info.st_mtime)
+            answer = self._on_file(path, data, info.st_mtime)
         except Exception:
             log.exception(
                 "camera %s: on_file failed on %r; it counts as corrupt", self.camera_id, name
             )
-            verdict = FileVerdict.CORRUPT
+            answer = FileVerdict.CORRUPT
+        verdict, why = answer if isinstance(answer, tuple) else (answer, None)
         if verdict is FileVerdict.BUSY:
             with self._lock:
                 self._busy_retries += 1
@@ -237,7 +238,7 @@ class FolderWatcher:
             return True
         with self._lock:
             self._files_corrupt += 1
-        self._dispose(name, info, FAILED_DIR, f"'{name}' is corrupt")
+        self._dispose(name, info, FAILED_DIR, f"'{name}' is corrupt" + (f" ({why})" if why else ""))
         return True
 
     def _read(self, path: Path, info: os.stat_result) -> bytes | None:
