@@ -172,10 +172,16 @@ class Settings(BaseModel):
         "/api/cameras and /api/events); off, the server imports none of the camera "
         "pipeline's dependencies (SQLAlchemy, Alembic, PyAV).",
     )
+    cameras: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Cameras defined in the config file itself, as a cameras file's "
+        "`cameras:` (id or name → fields); validated when the pipeline starts.",
+    )
     cameras_file: Path | None = Field(
         None,
-        description="cameras.yml or a Frigate config; the cameras it defines are the source "
-        "of truth for them. Cameras added through /api/cameras are kept in the database.",
+        description="cameras.yml or a Frigate config; the cameras it (and `cameras:` here) "
+        "defines are the source of truth for them. Cameras added through /api/cameras are "
+        "kept in the database.",
     )
     data_dir: Path = Field(
         Path("data"),

@@ -353,3 +353,20 @@ def test_a_frigate_config_is_imported_with_its_notes(tmp_path: Path) -> None:
         load_cameras_file(FRIGATE_DATA / "frigate_env_placeholders.yml", environ={})
     assert str(caught.value).startswith(str(FRIGATE_DATA / "frigate_env_placeholders.yml"))
     assert "FRIGATE_RTSP_USER is not set" in str(caught.value)
+
+
+def test_the_config_file_defines_cameras_too_and_an_id_in_both_is_an_error(tmp_path: Path) -> None:
+    from hearthwatch.security.cameras import configured_cameras
+
+    cameras_file = tmp_path / "cameras.yml"
+    cameras_file.write_text("cameras:\n  porch:\n    source: {type: push}\n")
+    defined = {"Back Door": {"source": {"type": "push"}, "detect_fps": 2}}
+    loaded = configured_cameras(defined, cameras_file)
+    assert [(c.id, c.name, c.detect_fps) for c in loaded.cameras] == [
+        ("back_door", "Back Door", 2.0),
+        ("porch", "porch", 5.0),
+    ]
+    with pytest.raises(CameraConfigError, match="'porch' is defined in the config file and in"):
+        configured_cameras({"porch": {"source": {"type": "push"}}}, cameras_file)
+    with pytest.raises(CameraConfigError, match=r"config file: cameras\.x\.detect_fps"):
+        configured_cameras({"x": {"source": {"type": "push"}, "detect_fps": 0}}, None)

@@ -371,6 +371,29 @@ def load_cameras_file(
         raise CameraConfigError([f"{path}: {problem}" for problem in error.problems]) from None
 
 
+def configured_cameras(
+    defined: Mapping[str, Any], cameras_file: str | os.PathLike[str] | None
+) -> CamerasFile:
+    """The cameras the config file defines (its ``cameras:``, in a cameras file's form), then
+    the cameras file's; an id defined in both is an error naming it."""
+    try:
+        cameras = _cameras(defined) if defined else []
+    except CameraConfigError as error:
+        raise CameraConfigError([f"config file: {problem}" for problem in error.problems]) from None
+    notes: list[str] = []
+    if cameras_file is not None:
+        loaded = load_cameras_file(cameras_file)
+        ids = {camera.id for camera in cameras}
+        twice = sorted(ids & {camera.id for camera in loaded.cameras})
+        if twice:
+            raise CameraConfigError(
+                [f"camera {i!r} is defined in the config file and in {cameras_file}" for i in twice]
+            )
+        cameras += loaded.cameras
+        notes = [f"{cameras_file}: {note}" for note in loaded.notes]
+    return CamerasFile(cameras=cameras, notes=notes)
+
+
 def _cameras(entries: Any) -> list[CameraConfig]:
     """Validates every camera, then raises once with all the problems found."""
     if isinstance(entries, Mapping):

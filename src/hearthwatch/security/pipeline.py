@@ -54,7 +54,7 @@ from hearthwatch.runtime.serving.batcher import DeadlineExceededError
 from hearthwatch.security.admission import DetectionAdmission
 from hearthwatch.security.analysis import build_analyser
 from hearthwatch.security.camera import CameraOrigin, CameraRuntime, LaneItem, PushAck
-from hearthwatch.security.cameras import CameraConfig, load_cameras_file, validation_problems
+from hearthwatch.security.cameras import CameraConfig, configured_cameras, validation_problems
 from hearthwatch.security.detector_link import ServedDetector
 from hearthwatch.security.errors import (
     CameraConflictError,
@@ -193,26 +193,29 @@ class Pipeline:
 
     # -- cameras ------------------------------------------------------------------------------
     async def _configured_cameras(self) -> list[tuple[CameraConfig, CameraOrigin]]:
-        """The cameras file's cameras (stored as 'file' cameras; a difference from the stored
-        copy is logged), then the API-created ones kept in the store."""
+        """The cameras the config file and the cameras file define (stored as 'file' cameras;
+        a difference from the stored copy is logged), then the API-created ones kept in the
+        store."""
         cameras: list[tuple[CameraConfig, CameraOrigin]] = []
-        if self.settings.cameras_file is not None:
-            loaded = await asyncio.to_thread(load_cameras_file, self.settings.cameras_file)
-            for note in loaded.notes:
-                log.warning("cameras file %s: %s", self.settings.cameras_file, note)
-            for config in loaded.cameras:
-                await self._check_source(config)
-                stored = await asyncio.to_thread(self.store.get_camera, config.id)
-                dumped = config.model_dump(mode="json")
-                if stored is not None and dict(stored.config) != dumped:
-                    log.warning(
-                        "camera %s differs from its stored copy (origin %s); the cameras file "
-                        "wins", config.id, stored.origin,
-                    )  # fmt: skip
-                await self._write(
-                    self.store.put_camera, config.id, config.name, "file", dumped, now=time.time()
-                )
-                cameras.append((config, "file"))
+        settings = self.settings
+        loaded = await asyncio.to_thread(
+            configured_cameras, settings.cameras, settings.cameras_file
+        )
+        for note in loaded.notes:
+            log.warning("cameras: %s", note)
+        for config in loaded.cameras:
+            await self._check_source(config)
+            stored = await asyncio.to_thread(self.store.get_camera, config.id)
+            dumped = config.model_dump(mode="json")
+            if stored is not None and dict(stored.config) != dumped:
+                log.warning(
+                    "camera %s differs from its stored copy (origin %s); the cameras file "
+                    "wins", config.id, stored.origin,
+                )  # fmt: skip
+            await self._write(
+                self.store.put_camera, config.id, config.name, "file", dumped, now=time.time()
+            )
+            cameras.append((config, "file"))
         from_file = {config.id for config, _ in cameras}
         for row in await asyncio.to_thread(self.store.list_cameras):
             if row.origin != "api" or row.id in from_file:
@@ -743,10 +746,11 @@ def check_source(config: CameraConfig, settings: Settings) -> None:
 
 
 def check_cameras_file(settings: Settings) -> None:
-    """Validate ``CAMERAS_FILE`` before the server starts: a bad field or a source outside its
-    confinement raises an error naming the camera and the field (blocking)."""
-    if settings.pipeline_enabled and settings.cameras_file is not None:
-        for config in load_cameras_file(settings.cameras_file).cameras:
+    """Validate the configured cameras (the config file's and ``CAMERAS_FILE``'s) before the
+    server starts: a bad field or a source outside its confinement raises an error naming the
+    camera and the field (blocking)."""
+    if settings.pipeline_enabled:
+        for config in configured_cameras(settings.cameras, settings.cameras_file).cameras:
             check_source(config, settings)
 
 
