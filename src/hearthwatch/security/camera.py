@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -99,6 +100,14 @@ class LaneItem:
     """The motion gate has passed it already (stream frames are gated before admission)."""
 
 
+class Lane(asyncio.Queue[LaneItem]):
+    """A camera's frames admitted for detection, in admission order. Event-loop-confined."""
+
+    def earliest_capture(self) -> float:
+        """The earliest capture time among the frames waiting (inf: none)."""
+        return min((item.frame.captured_at for item in self._queue), default=math.inf)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class PushAck:
     camera_id: str
@@ -154,7 +163,9 @@ class CameraRuntime:
         )
         self.presence: dict[str, ZonePresence] = {}
         self.last_enriched: dict[str, float] = {}
-        self.lane: asyncio.Queue[LaneItem] = asyncio.Queue()
+        self.lane = Lane()
+        self.in_process: float | None = None
+        """The capture time of the frame its lane is processing, if any."""
         self.behind_s = 0.0
         """How far the last processed frame's capture time was behind the server's clock:
         windows close by the camera's time (frames from a backlog or with old timestamps are
@@ -188,6 +199,12 @@ class CameraRuntime:
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def waiting_since(self) -> float:
+        """The earliest capture time among its frames waiting or in process (inf: none)."""
+        earliest = self.lane.earliest_capture()
+        return min(earliest, self.in_process if self.in_process is not None else math.inf)
 
     # -- the source ---------------------------------------------------------------------------
     def start_source(self) -> None:

@@ -12,8 +12,8 @@ media (it has detections) or deleted. Tracks due for enrichment are enriched in 
 a single analysis task turns each closed window into an event.
 
 Windows close by the camera's clock: the capture time of its last processed frame plus the time
-since, and not while frames wait in its lane or one is in process (they may still belong to the
-open window).
+since, held back to the capture time of the earliest frame waiting in its lane or in process
+(those may still join the open window; a window they could not join closes).
 
 Restart. Open windows are resumed from the store, closed windows without an event are analysed,
 and frames left in the spool are processed again, without the motion gate (a restarted gate
@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import numpy as np
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from hearthwatch.config import Settings
 from hearthwatch.runtime.enrichment.service import EnrichmentService, InputDetection
@@ -98,6 +99,9 @@ TICK_S = 0.5
 RETENTION_EVERY_S = 3600.0
 DETECT_BACKOFF_MIN_S = 0.1
 DETECT_BACKOFF_MAX_S = 5.0
+STORE_BACKOFF_MIN_S = 0.5
+STORE_BACKOFF_MAX_S = 30.0
+ANALYSIS_RETRY_S = 60.0
 ENRICH_CONCURRENCY = 2
 FORGET_TRACKS_AFTER_S = 600.0
 HEALTH_LEVELS = {"offline": "medium", "tampered": "high"}
@@ -133,11 +137,10 @@ class Pipeline:
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="events-store")
         self._store: EventStore | None = None
         self._writer: EventWriter | None = None
-        self._analysis: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._analysis: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
+        """Closed windows to analyse: (window id, camera id, when closed: monotonic)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, asyncio.Task[None]] = {}
-        self._in_process: set[CameraRuntime] = set()
-        """Cameras whose lane took a frame and has not finished it."""
         self._enriching = asyncio.Semaphore(ENRICH_CONCURRENCY)
         self._closing = False
         self._last_retention = 0.0
@@ -159,9 +162,12 @@ class Pipeline:
         self._store = await self._write(_opened_store, url)
         analyser = build_analyser(settings.analyser)
         self._writer = EventWriter(self.store, self._write, analyser, self.data_dir)
+        await asyncio.to_thread(self.spool.remove_partials)  # before anything is spooled
         for config, origin in await self._configured_cameras():
-            await self._start_camera(config, origin)
-        await self._resume()
+            await self._start_camera(config, origin, source=False)
+        await self._resume()  # recovered frames go first in each lane, then the sources start
+        for runtime in list(self.cameras.values()):
+            await asyncio.to_thread(runtime.start_source)
         self._spawn(self._tick_loop())
         self._spawn(self._analysis_loop())
 
@@ -169,8 +175,9 @@ class Pipeline:
         """Stop the sources, let each lane finish the frame it is on, and stop; what is still
         spooled is processed at the next start."""
         self._closing = True
-        for runtime in self.cameras.values():
-            await asyncio.to_thread(runtime.stop_source)
+        await asyncio.gather(
+            *(asyncio.to_thread(r.stop_source) for r in list(self.cameras.values()))
+        )
         tasks = [*self._lanes.values(), *self._tasks]
         for task in tasks:
             task.cancel()
@@ -236,7 +243,9 @@ class Pipeline:
     async def _check_source(self, config: CameraConfig) -> None:
         await asyncio.to_thread(check_source, config, self.settings)
 
-    async def _start_camera(self, config: CameraConfig, origin: CameraOrigin) -> CameraRuntime:
+    async def _start_camera(
+        self, config: CameraConfig, origin: CameraOrigin, *, source: bool = True
+    ) -> CameraRuntime:
         settings = self.settings
         seq = max(
             await asyncio.to_thread(self.store.last_seq, config.id),
@@ -263,7 +272,8 @@ class Pipeline:
         )
         self.cameras[config.id] = runtime
         self._lanes[config.id] = asyncio.create_task(self._run_lane(runtime))
-        await asyncio.to_thread(runtime.start_source)
+        if source:
+            await asyncio.to_thread(runtime.start_source)
         return runtime
 
     async def _stop_camera(self, camera_id: str) -> list[SpooledFrame]:
@@ -282,7 +292,7 @@ class Pipeline:
         ends = [w.opened_at + runtime.windows.window_s for w in runtime.windows.open_windows()]
         for closed in runtime.windows.due(max([camera_now, *ends])):  # every window closes
             await self._close_window(runtime, closed)
-        return (await asyncio.to_thread(self.spool.pending)).get(camera_id, [])
+        return await asyncio.to_thread(self.spool.pending_of, camera_id)
 
     def camera(self, camera_id: str) -> CameraRuntime:
         runtime = self.cameras.get(camera_id)
@@ -318,7 +328,9 @@ class Pipeline:
             now=time.time(),
         )
         left = await self._stop_camera(runtime.id)
-        await self._requeue(await self._start_camera(config, "api"), left)
+        replaced = await self._start_camera(config, "api", source=False)
+        await self._requeue(replaced, left)
+        await asyncio.to_thread(replaced.start_source)
         return CameraView(config, "api")
 
     async def remove_camera(self, camera_id: str) -> None:
@@ -361,7 +373,7 @@ class Pipeline:
     async def _run_lane(self, runtime: CameraRuntime) -> None:
         while True:
             item = await runtime.lane.get()
-            self._in_process.add(runtime)
+            runtime.in_process = item.frame.captured_at
             try:
                 await self._process(runtime, item)
             except asyncio.CancelledError:
@@ -370,10 +382,12 @@ class Pipeline:
                 return  # this frame and those after it stay spooled: the next start, in order
             except Exception:
                 runtime.counters.add("failed")
-                log.exception("camera %s: frame %d failed", runtime.id, item.frame.seq)
-                await asyncio.to_thread(self.spool.discard, item.frame)
+                kept = await asyncio.to_thread(self.spool.quarantine, item.frame)
+                log.exception(
+                    "camera %s: frame %d failed; kept at %s", runtime.id, item.frame.seq, kept
+                )
             finally:
-                self._in_process.discard(runtime)
+                runtime.in_process = None
                 self.admission.give_back()
                 self._admit_waiting()
 
@@ -414,10 +428,32 @@ class Pipeline:
         record = FrameRecord(
             runtime.id, frame.seq, frame.captured_at, int(width), int(height), frame.origin, stored
         )
-        ids = await self._write(self.store.record_frame, record, records, windows, links)
+        ids = await self._recorded(record, records, windows, links)
         await asyncio.to_thread(self.spool.keep if records else self.spool.discard, frame)
         if ids and self.enrichment is not None:
             self._enrich_due(runtime, image, tracked, ids)
+
+    async def _recorded(
+        self,
+        frame: FrameRecord,
+        records: list[DetectionRecord],
+        windows: list[WindowUpdate],
+        links: list[WindowLinkRecord],
+    ) -> list[int]:
+        """The frame recorded; a store that is unreachable or busy (a locked SQLite file, a
+        restarting PostgreSQL) is tried again, backing off, until it answers, so an admitted
+        frame is never given up for it (the lane waits; back-pressure reaches the cameras)."""
+        delay = STORE_BACKOFF_MIN_S
+        while True:
+            try:
+                return await self._write(self.store.record_frame, frame, records, windows, links)
+            except (OperationalError, InterfaceError, OSError) as exc:
+                if self._closing:
+                    raise _ShuttingDownError() from None
+                log.warning("camera %s: the events store failed (%s); retrying", frame.camera_id,
+                            type(exc).__name__)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_BACKOFF_MAX_S)
 
     async def _detect(self, image: np.ndarray) -> list[Any]:
         """The frame's detections; a detector overloaded, draining or past the deadline is
@@ -539,10 +575,10 @@ class Pipeline:
 
     async def _tick(self, now: float) -> None:
         for runtime in list(self.cameras.values()):
-            # a frame waiting, or the one in process, may still join the open window
-            if runtime.lane.empty() and runtime not in self._in_process:
-                for closed in runtime.windows.due(now - runtime.behind_s):
-                    await self._close_window(runtime, closed)
+            # the camera's clock, held back to the earliest frame waiting or in process: those
+            # may still join the open window, and windows they could not join close now
+            for closed in runtime.windows.due(min(now - runtime.behind_s, runtime.waiting_since)):
+                await self._close_window(runtime, closed)
             runtime.check_health()
             runtime.forget_tracks(runtime.tracker.forget_idle(now, FORGET_TRACKS_AFTER_S))
             runtime.rates.sample(now, runtime.counters.snapshot())
@@ -564,19 +600,25 @@ class Pipeline:
         except Exception:  # one window's failure must not keep the others open
             log.exception("camera %s: window %s could not be closed", runtime.id, closed.window_id)
             return
-        self._analysis.put_nowait((closed.window_id, runtime.id))
+        self._analysis.put_nowait((closed.window_id, runtime.id, time.monotonic()))
 
     async def _analysis_loop(self) -> None:
         assert self._writer is not None
         while True:
-            window_id, camera_id = await self._analysis.get()
-            started = time.monotonic()
+            window_id, camera_id, closed = await self._analysis.get()
             try:
                 await self._write_event(window_id, camera_id)
             except Exception:
-                log.exception("window %s: no event could be written", window_id)
+                log.exception(
+                    "window %s: no event could be written; trying again in %.0f s",
+                    window_id, ANALYSIS_RETRY_S,
+                )  # fmt: skip
+                retry = (window_id, camera_id, closed)
+                asyncio.get_running_loop().call_later(
+                    ANALYSIS_RETRY_S, self._analysis.put_nowait, retry
+                )
                 continue
-            self.metrics.window_close_latency.observe(time.monotonic() - started)
+            self.metrics.window_close_latency.observe(time.monotonic() - closed)
 
     async def _write_event(self, window_id: str, camera_id: str) -> None:
         assert self._writer is not None
@@ -609,6 +651,7 @@ class Pipeline:
             return
         log.warning("camera %s is %s: %s", runtime.id, change.state, change.detail)
         self.metrics.health_events.labels(runtime.id, change.state).inc()
+        self.metrics.events.labels(level).inc()
         record = EventRecord(
             kind="health",
             camera_id=runtime.id,
@@ -640,7 +683,7 @@ class Pipeline:
                 [OpenWindowState(row.id, row.opened_at, row.last_detection_at, keys)]
             )
         for row in await asyncio.to_thread(store.unanalysed_windows):
-            self._analysis.put_nowait((row.id, row.camera_id))
+            self._analysis.put_nowait((row.id, row.camera_id, time.monotonic()))
         for camera_id, frames in (await asyncio.to_thread(self.spool.pending)).items():
             runtime = self.cameras.get(camera_id)
             if runtime is None:
@@ -673,8 +716,7 @@ class Pipeline:
         runtime = self.camera(camera_id)
         counts = runtime.counters.snapshot()
         source = runtime.source_status()
-        seen = counts["frames_in"] - counts["corrupt"]
-        moving = counts["detected"] + counts["failed"] + counts["dropped"]
+        gated = counts["detected"] + counts["skipped_motion"] + counts["deduped"]
         health = runtime.health.last_change
         reconnects = source.reconnects if isinstance(source, SourceStatus) else 0
         return {
@@ -701,7 +743,7 @@ class Pipeline:
             },
             "fps_in": round(runtime.rates.per_second("frames_in"), 3),
             "fps_detected": round(runtime.rates.per_second("detected"), 3),
-            "motion_share": round(moving / seen, 4) if seen else 0.0,
+            "motion_share": round(counts["detected"] / gated, 4) if gated else 0.0,
             "frames": counts,
             "dropped": counts["dropped"],
             "reconnects": reconnects,
@@ -738,7 +780,13 @@ def check_source(config: CameraConfig, settings: Settings) -> None:
     source = config.source
     try:
         if isinstance(source, FileSourceConfig | FolderSourceConfig):
-            check_path(source.path, settings.source_roots)
+            path = check_path(source.path, settings.source_roots)
+            data_dir = settings.data_dir.resolve()
+            if path == data_dir or path.is_relative_to(data_dir) or data_dir.is_relative_to(path):
+                raise InvalidCameraError(
+                    f"camera '{config.id}': its source may not read the data directory "
+                    "(DATA_DIR), where frames are spooled"
+                )
         elif isinstance(source, RtspSourceConfig | HttpSourceConfig):
             check_stream_url(source.url, settings.stream_hosts)
     except ConfinementError as exc:

@@ -76,37 +76,56 @@ class Spool:
         write_durably(path, data)
         return SpooledFrame(camera_id, seq, micros / 1_000_000, origin, path)
 
+    def remove_partials(self) -> int:
+        """Delete the partial writes a killed process left; only before any frame is spooled
+        (at start-up): while frames are spooled, a partial file is one being written."""
+        removed = 0
+        for path in self.root.glob("*/.*.partial"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def pending(self) -> dict[str, list[SpooledFrame]]:
-        """Per camera, the spooled frames in sequence order (partial writes removed)."""
-        found: dict[str, list[SpooledFrame]] = {}
+        """Per camera, the spooled frames in sequence order. Read-only."""
         if not self.root.is_dir():
-            return found
-        for camera_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            frames = []
-            for path in camera_dir.iterdir():
-                if path.name.endswith(".partial"):
-                    path.unlink(missing_ok=True)
-                    continue
-                match = _NAME.match(path.name)
-                if match is None:
-                    continue
-                frames.append(
-                    SpooledFrame(
-                        camera_dir.name,
-                        int(match["seq"]),
-                        int(match["us"]) / 1_000_000,
-                        match["origin"],  # type: ignore[arg-type]  # the pattern allows ORIGINS only
-                        path,
-                    )
+            return {}
+        found = {p.name: self.pending_of(p.name) for p in self.root.iterdir() if p.is_dir()}
+        return {camera: frames for camera, frames in sorted(found.items()) if frames}
+
+    def pending_of(self, camera_id: str) -> list[SpooledFrame]:
+        """The camera's spooled frames in sequence order. Read-only."""
+        camera_dir = self.root / camera_id
+        if not camera_dir.is_dir():
+            return []
+        frames = []
+        for path in camera_dir.iterdir():
+            match = _NAME.match(path.name)
+            if match is None:
+                continue
+            frames.append(
+                SpooledFrame(
+                    camera_id,
+                    int(match["seq"]),
+                    int(match["us"]) / 1_000_000,
+                    match["origin"],  # type: ignore[arg-type]  # the pattern allows ORIGINS only
+                    path,
                 )
-            if frames:
-                found[camera_dir.name] = sorted(frames, key=lambda f: f.seq)
-        return found
+            )
+        return sorted(frames, key=lambda f: f.seq)
+
+    def quarantine(self, frame: SpooledFrame) -> Path:
+        """Move a frame whose processing failed for good out of the spool, to
+        ``<data_dir>/failed/<camera_id>/``, where it is kept for inspection (never deleted)."""
+        target = self.data_dir / "failed" / frame.camera_id / frame.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(frame.path, target)
+        return target
 
     def last_seq(self, camera_id: str) -> int:
         """The highest sequence number spooled for the camera, pending or discarded (see
         :meth:`discard`): numbering never goes back, across restarts too."""
-        frames = self.pending().get(camera_id, [])
+        frames = self.pending_of(camera_id)
         pending = frames[-1].seq if frames else 0
         return max(pending, *(seq for seq, _ in self._tombstones(camera_id)), 0)
 

@@ -56,8 +56,11 @@ def _checked_url(url: str, schemes: tuple[str, ...]) -> str:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # raises on a port that is not a number in range
-    except ValueError as exc:
-        raise ValueError(f"the URL is malformed ({exc})") from None
+    except ValueError:  # its text may quote part of a password
+        raise ValueError(
+            "the URL's host or port cannot be read (percent-encode '#', '/', '?' and '@' in a "
+            "user name or password)"
+        ) from None
     if parts.scheme.lower() not in schemes:
         raise ValueError(f"the URL's scheme must be one of {', '.join(schemes)}")
     if not parts.hostname:

@@ -202,9 +202,9 @@ class FolderWatcher:
         try:
             data = self._read(path, info)
         except _RefusedError as exc:
-            with self._lock:
-                self._files_refused += 1
             self._dispose(name, info, FAILED_DIR, f"'{name}' was refused: {exc}")
+            with self._lock:  # each count comes once its file is out of the way
+                self._files_refused += 1
             return True
         except FileNotFoundError:
             return True  # taken away meanwhile
@@ -228,17 +228,17 @@ class FolderWatcher:
                 self._busy_retries += 1
             return False
         if verdict is FileVerdict.ACCEPTED:
-            with self._lock:
-                self._files_taken += 1
-                self._last_file_at = time.time()
             if self._config.after == "delete":
                 self._delete(name, info)
             else:
                 self._dispose(name, info, DONE_DIR, None)
+            with self._lock:  # counted once it is out of the way: the name is free again
+                self._files_taken += 1
+                self._last_file_at = time.time()
             return True
+        self._dispose(name, info, FAILED_DIR, f"'{name}' is corrupt" + (f" ({why})" if why else ""))
         with self._lock:
             self._files_corrupt += 1
-        self._dispose(name, info, FAILED_DIR, f"'{name}' is corrupt" + (f" ({why})" if why else ""))
         return True
 
     def _read(self, path: Path, info: os.stat_result) -> bytes | None:

@@ -6,7 +6,10 @@ presentation time, and calls ``on_frame(image, captured_at)`` with each kept one
 source fails, or a stream ends, it reconnects after an exponential back-off with jitter; a file
 ends ``finished`` (or starts over, with ``loop``). Before each (re)connect it checks the source
 against the media roots and allowed hosts again, so a name that comes to resolve elsewhere is
-refused at the next connect.
+refused at the next connect. An ``http`` source follows no redirect and opens no playlist
+(:data:`HTTP_CONTAINERS`). Not closed: FFmpeg follows an RTSP server's redirect (3xx) and has
+no option against it, so the allow-list trusts the RTSP servers it names not to send the
+reader elsewhere.
 
 Threads: ``start``, ``stop`` and ``status`` may be called from any thread; ``on_frame`` runs on
 the reader thread (one per reader), so it should hand the image on rather than work on it.
@@ -94,6 +97,11 @@ class _PtsSampler:
             self._due = due + self._interval
             return True
         return False
+
+
+HTTP_CONTAINERS = "mjpeg,mpjpeg,flv,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,mpegts,h264,hevc"
+"""The demuxers an ``http`` source may use: single-stream containers, no playlists (HLS, DASH
+and concat would fetch segments from hosts the allow-list never saw)."""
 
 
 class StreamReader:
@@ -303,11 +311,13 @@ class StreamReader:
         check_stream_url(config.url, self._allowed_hosts)
         timeout_us = str(round(self._read_timeout_s * 1_000_000))
         if isinstance(config, HttpSourceConfig):
-            # a redirect could lead anywhere: the allowed host must serve the stream itself
+            # a redirect, or a playlist (HLS, DASH) naming segments elsewhere, could lead
+            # anywhere: the allowed host must serve the stream itself, in a container
             return config.url, {
                 "timeout": timeout_us,
                 "max_redirects": "0",
                 "protocol_whitelist": "http,https,tcp,tls,crypto",
+                "format_whitelist": HTTP_CONTAINERS,
             }
         return config.url, {
             "rtsp_transport": config.transport,
