@@ -7,22 +7,26 @@ the camera's lane. One task per camera takes its lane in order: decode and gate 
 frames; stream frames were gated before admission), detect (in-process, batched with every
 other camera's frames and ``/detect``), track, place in zones and a window, and record the
 frame, its detections, tracks and windows in one transaction; then the frame's file is kept for
-media (it has detections) or deleted. Tracks due for enrichment are enriched in the background
-(at most once per track per ``ENRICHMENT_INTERVAL_S``). A tick closes windows that are due, and
-a single analysis task turns each closed window into an event.
+media (it has detections) or deleted. A detector that is overloaded and a store that is busy or
+unreachable are waited for (backing off), so no admitted frame is given up for them; a frame
+that fails for good is kept under ``DATA_DIR/failed/``. Tracks due for enrichment are enriched
+in the background (at most once per track per ``ENRICHMENT_INTERVAL_S``). A tick closes windows
+that are due, and a single analysis task turns each closed window into an event (one whose
+event cannot be written is tried again).
 
 Windows close by the camera's clock: the capture time of its last processed frame plus the time
 since, held back to the capture time of the earliest frame waiting in its lane or in process
 (those may still join the open window; a window they could not join closes).
 
 Restart. Open windows are resumed from the store, closed windows without an event are analysed,
-and frames left in the spool are processed again, without the motion gate (a restarted gate
-calibrates on its first frames): a frame already recorded (its sequence number is at or below
-the camera's last recorded one; a camera's lane is processed in order) is only tidied, so
-nothing is counted twice.
+and frames left in the spool are queued again, before any source starts, and processed without
+the motion gate (a restarted gate calibrates on its first frames): a frame already recorded
+(its sequence number is at or below the camera's last recorded one; a camera's lane is
+processed in order) is only tidied, so nothing is counted twice.
 
-Confinement. Sources are checked against ``SOURCE_ROOTS`` and ``STREAM_HOSTS`` when a camera is
-created or updated, from the cameras file or the API.
+Confinement. Sources are checked against ``SOURCE_ROOTS`` and ``STREAM_HOSTS`` (and kept out of
+``DATA_DIR``) when a camera is created or updated, from the cameras file or the API, and again
+for stored cameras at every start.
 
 :class:`Pipeline` is event-loop-confined; the store runs on one writer thread (so writes keep
 the order they were issued in) and its reads on worker threads.

@@ -6,9 +6,12 @@ written to a temporary name, flushed and fsynced, renamed, and the directory fsy
 :meth:`Spool.put` returns the frame survives a killed process (and a power cut, where the
 filesystem honours fsync). After its detections are stored, a frame is either moved into the
 frames store (kept for snapshots and clips, :meth:`Spool.keep`) or deleted
-(:meth:`Spool.discard`). :meth:`Spool.pending` lists what a restart must process again, per
+(:meth:`Spool.discard`, which leaves an empty tombstone of the newest sequence number so
+numbering never goes back); one whose processing failed for good is moved aside
+(:meth:`Spool.quarantine`). :meth:`Spool.pending` lists what a restart must process again, per
 camera in sequence order; the store's unique (camera, seq) key makes processing it twice
-harmless.
+harmless. Listing never deletes: the partial writes a killed process left are removed by
+:meth:`Spool.remove_partials`, once, before anything is spooled.
 
 Thread-safe: every call touches only its own files; sequence numbers come from the caller.
 """
