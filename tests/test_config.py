@@ -208,3 +208,16 @@ def test_the_config_command_validates_the_detector_without_importing_torch() -> 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_described_settings_hide_every_password_in_a_url() -> None:
+    loaded = load_settings(
+        environ={
+            "DATABASE_URL": "postgresql+psycopg://hw:s3cret@db.lan/hearthwatch",
+            "CAMERAS": '{"gate": {"source": {"type": "rtsp", "url": "rtsp://admin:pw@10.0.0.2/x"}}}',
+        }
+    )
+    shown = {row.name: row.value for row in loaded.describe()}
+    assert shown["database_url"] == "postgresql+psycopg://hw:***@db.lan/hearthwatch"
+    assert shown["cameras"]["gate"]["source"]["url"] == "rtsp://admin:***@10.0.0.2/x"
+    assert loaded.settings.database_url == "postgresql+psycopg://hw:s3cret@db.lan/hearthwatch"

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -298,8 +299,9 @@ class LoadedSettings:
     sources: dict[str, str]
 
     def describe(self) -> list[SettingValue]:
-        """Every setting (each key of a plugin's settings as ``name.key``), in model order."""
-        dumped = self.settings.model_dump(mode="json")
+        """Every setting (each key of a plugin's settings as ``name.key``), in model order,
+        with any password in a URL (``DATABASE_URL``, a camera's stream) shown as ``***``."""
+        dumped = _without_passwords(self.settings.model_dump(mode="json"))
         rows = []
         for name in Settings.model_fields:
             if name in NESTED_DEFAULT_TYPES:
@@ -313,6 +315,25 @@ class LoadedSettings:
                 SettingValue(name, dumped[name], self.sources.get(name, "default"), name.upper())
             )
         return rows
+
+
+def _without_passwords(value: Any) -> Any:
+    """``value`` (JSON data) with the password of every URL in it replaced by ``***``."""
+    if isinstance(value, dict):
+        return {key: _without_passwords(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_passwords(item) for item in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        try:
+            parts = urlsplit(value)
+            password = parts.password
+        except ValueError:
+            return "<a URL that cannot be read>"
+        if password is not None:
+            user_info, _, host = parts.netloc.rpartition("@")
+            user = user_info.split(":", 1)[0]
+            return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return value
 
 
 class ConfigError(ValueError):
