@@ -97,6 +97,9 @@ class RtspServer:
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 [SYSTEM_PYTHON, __file__, str(self._units), str(self._fps), str(self.port)],
+                # the system Python runs it: nothing of the project's path (a test run may put
+                # a sitecustomize there that imports the project's packages)
+                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

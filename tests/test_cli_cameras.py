@@ -155,7 +155,6 @@ def test_cameras_list_shows_each_camera_with_its_source_and_origin(
     assert front["source"] == {"type": "push"}
 
 
-@pytest.mark.detections
 def test_cameras_status_reports_frames_health_and_rates(
     server: Server, events: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -179,7 +178,6 @@ def event_ids(out: str) -> list[str]:
     return [line.split()[2] for line in out.splitlines()[1:]]
 
 
-@pytest.mark.detections
 def test_events_list_filters_and_pages_with_the_cursor(
     server: Server, events: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -209,7 +207,6 @@ def test_events_list_filters_and_pages_with_the_cursor(
     assert out.strip() == "no events"
 
 
-@pytest.mark.detections
 def test_events_show_prints_the_reasons_with_the_detections_they_cite(
     server: Server, events: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -254,7 +251,6 @@ def start_tail(server: Server, *options: str) -> subprocess.Popen[str]:
     return tail
 
 
-@pytest.mark.detections
 def test_events_tail_prints_a_new_event_once_and_stops_after_count(
     server: Server, events: list[dict[str, Any]]
 ) -> None:
@@ -274,7 +270,6 @@ def test_events_tail_prints_a_new_event_once_and_stops_after_count(
     assert line.split()[3:5] == ["front", "window"]
 
 
-@pytest.mark.detections
 def test_events_tail_since_prints_what_is_there_oldest_first(
     server: Server, events: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -803,7 +803,6 @@ def listed(api: Callable[..., httpx.Response], **params: Any) -> list[dict[str, 
     return reply.json()["events"]
 
 
-@pytest.mark.detections
 def test_events_are_listed_newest_first_with_what_they_rest_on(
     api: Callable[..., httpx.Response], events: list[dict[str, Any]]
 ) -> None:
@@ -871,7 +870,6 @@ FILTERS: dict[
 }
 
 
-@pytest.mark.detections
 @pytest.mark.parametrize("name", list(FILTERS))
 def test_each_event_filter_answers_exactly_the_events_it_describes(
     api: Callable[..., httpx.Response], events: list[dict[str, Any]], name: str
@@ -886,7 +884,6 @@ def test_each_event_filter_answers_exactly_the_events_it_describes(
         assert len(expected) < len(events), params
 
 
-@pytest.mark.detections
 @pytest.mark.parametrize("params", [{}, {"camera": "front,back"}, {"kind": "window"}])
 @pytest.mark.parametrize("limit", [1, 2])
 def test_cursor_pages_hold_every_event_once(
@@ -948,7 +945,6 @@ def test_a_bad_event_query_is_400(
     assert any(name in message for name in params), message
 
 
-@pytest.mark.detections
 def test_an_event_is_got_by_id_and_unknown_ones_are_404(
     api: Callable[..., httpx.Response], events: list[dict[str, Any]]
 ) -> None:
@@ -972,7 +968,6 @@ def test_an_event_is_got_by_id_and_unknown_ones_are_404(
     error_of(api("GET", "/api/events/" + "x" * 65), 400)
 
 
-@pytest.mark.detections
 def test_snapshot_and_clip_are_404_for_an_event_without_them(
     api: Callable[..., httpx.Response], events: list[dict[str, Any]]
 ) -> None:

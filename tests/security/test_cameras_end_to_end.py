@@ -27,7 +27,7 @@ from conftest import Server
 from rtsp_server import RtspServer, rtsp_server, unavailable
 from scenes import Walk, scene_frames, write_video, yard
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.detections]
+pytestmark = pytest.mark.timeout(300)
 
 FPS = 5
 WIDTH, HEIGHT = 1920, 1080
@@ -115,7 +115,7 @@ def setup(
             server.stop()
 
 
-def window_event(server: Server, camera: str, deadline_s: float = 120.0) -> dict:
+def window_event(server: Server, camera: str, deadline_s: float = 90.0) -> dict:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         page = httpx.get(
@@ -166,6 +166,7 @@ def check_event(server: Server, event: dict) -> None:
         path.unlink()
 
 
+@pytest.mark.detections
 def test_the_folder_camera_detects_only_the_walk_and_stores_its_event(
     setup: tuple[Server, Path, float],
 ) -> None:
@@ -189,6 +190,7 @@ def test_the_folder_camera_detects_only_the_walk_and_stores_its_event(
     assert skipped == COUNT - len(detected)
 
 
+@pytest.mark.detections
 def test_the_rtsp_camera_detects_the_walk_and_not_the_static_stretches(
     setup: tuple[Server, Path, float],
 ) -> None:
