@@ -115,17 +115,22 @@ def setup(
             server.stop()
 
 
-def window_event(server: Server, camera: str, deadline_s: float = 90.0) -> dict:
+def events_of(server: Server, camera: str, kind: str, deadline_s: float) -> list[dict]:
+    """The camera's events of ``kind``, newest first, once there is one; fails past the
+    deadline."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        page = httpx.get(
-            f"{server.url}/api/events", params={"camera": camera, "kind": "window"}
-        ).json()
+        page = httpx.get(f"{server.url}/api/events", params={"camera": camera, "kind": kind}).json()
         if page["events"]:
-            event = page["events"][-1]  # the first window: the walk
-            return httpx.get(f"{server.url}/api/events/{event['id']}").json()
-        time.sleep(1.0)
-    raise AssertionError(f"no event for camera {camera} in {deadline_s:.0f} s")
+            return page["events"]  # type: ignore[no-any-return]
+        time.sleep(0.5)
+    raise AssertionError(f"no {kind} event for camera {camera} in {deadline_s:.0f} s")
+
+
+def window_event(server: Server, camera: str, deadline_s: float = 90.0) -> dict:
+    """The camera's first window (the walk), with everything it rests on."""
+    first = events_of(server, camera, "window", deadline_s)[-1]
+    return httpx.get(f"{server.url}/api/events/{first['id']}").json()  # type: ignore[no-any-return]
 
 
 def check_event(server: Server, event: dict) -> None:
@@ -210,15 +215,7 @@ def test_the_rtsp_camera_detects_the_walk_and_not_the_static_stretches(
 
 
 def health_event(server: Server, camera: str, deadline_s: float = 30.0) -> dict:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        page = httpx.get(
-            f"{server.url}/api/events", params={"camera": camera, "kind": "health"}
-        ).json()
-        if page["events"]:
-            return page["events"][0]  # type: ignore[no-any-return]
-        time.sleep(0.5)
-    raise AssertionError(f"no health event for camera {camera} in {deadline_s:.0f} s")
+    return events_of(server, camera, "health", deadline_s)[0]
 
 
 def test_a_covered_folder_camera_is_flagged_tampered(
