@@ -1,6 +1,8 @@
-"""Kill test of the camera pipeline's durability, on SQLite and on PostgreSQL: a real
+"""Kill tests of the camera pipeline's durability, on SQLite and on PostgreSQL: a real
 ``hearthwatch serve`` is killed with SIGKILL three times during one walk of a person past a push
-camera, and restarted on the same data directory and database each time.
+camera, and restarted on the same data directory and database each time; and, in a second test,
+killed once with a stream camera's admitted frames queued and a folder camera's taken files not
+yet moved out of its folder (see that test's docstring).
 
 The contract: a pushed frame is durable once acknowledged (202); across a ``kill -9`` at any
 point and a restart, every detection of a durable frame ends up in exactly one window and one
@@ -42,6 +44,7 @@ files are exactly those the frame records point at.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -56,11 +59,12 @@ from typing import Any
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 import yaml
 from conftest import Server
 from postgres_server import PostgresServer, started_or_skip
-from scenes import Walk, scene_frames, yard
+from scenes import Walk, scene_frames, write_video, yard
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
@@ -95,7 +99,7 @@ runs while it is the only frame in process after the restart."""
 BIG_SCENE = 48
 """The walk's frame the slow one shows, enlarged: one where the default detector finds the
 walker with a score that starts a track (0.83; some frames of the walk score under 0.5)."""
-SPOOLED = re.compile(r"^(\d{12})-(\d+)\.push\.(jpg|png)$")
+SPOOLED = re.compile(r"^(\d{12})-(\d+)\.(push|stream|folder)\.(jpg|png)$")
 
 
 @dataclass(frozen=True)
@@ -165,10 +169,11 @@ class Db:
         with self.engine.connect() as connection:
             return list(connection.execute(text(sql), {"camera": CAMERA, **params}))
 
-    def frames(self) -> dict[int, Any]:
+    def frames(self, camera: str = CAMERA) -> dict[int, Any]:
         """seq → (id, captured_at, image_path) of the camera's recorded frames."""
         rows = self.rows(
-            "SELECT seq, id, captured_at, image_path FROM frames WHERE camera_id = :camera"
+            "SELECT seq, id, captured_at, image_path FROM frames WHERE camera_id = :camera",
+            camera=camera,
         )
         return {row.seq: row for row in rows}
 
@@ -183,6 +188,11 @@ class Db:
         """window id → status."""
         rows = self.rows("SELECT id, status FROM windows WHERE camera_id = :camera")
         return {row.id: row.status for row in rows}
+
+    def windows_of(self, *cameras: str) -> dict[str, str]:
+        """window id → status, of every camera named."""
+        rows = self.rows("SELECT id, camera_id, status FROM windows")
+        return {row.id: row.status for row in rows if row.camera_id in cameras}
 
     def events(self) -> list[Any]:
         return self.rows(
@@ -248,9 +258,9 @@ def push(client: httpx.Client, frame: Frame, first_at: float) -> Ack:
     return Ack(body["seq"], body["captured_at"], frame.index)
 
 
-def spooled(data_dir: Path) -> dict[int, Path]:
+def spooled(data_dir: Path, camera: str = CAMERA) -> dict[int, Path]:
     """seq → file of the camera's spooled frames (partial writes left out)."""
-    folder = data_dir / "spool" / CAMERA
+    folder = data_dir / "spool" / camera
     if not folder.is_dir():
         return {}
     found = {}
@@ -279,8 +289,8 @@ def wait_for(
     return value
 
 
-def counts(server: Server) -> dict[str, int]:
-    status = httpx.get(f"{server.url}/api/cameras/{CAMERA}/status", timeout=10).json()
+def counts(server: Server, camera: str = CAMERA) -> dict[str, int]:
+    status = httpx.get(f"{server.url}/api/cameras/{camera}/status", timeout=10).json()
     return dict(status["frames"])
 
 
@@ -299,8 +309,23 @@ def test_kill_9_loses_and_repeats_nothing(
 ) -> None:
     started = time.monotonic()
     data_dir = tmp_path / "data"
+    # capture times well in the past, so the server never clamps them to its clock
+    first_at = time.time() - 120.0
+    cameras = {CAMERA: {"source": {"type": "push"}}}
+    with servers(tmp_path, database_url, cameras) as (start, db):
+        run(start, db, data_dir, footage, first_at)
+    print(f"kill test on {database_url or 'sqlite'}: {time.monotonic() - started:.1f} s")
+
+
+@contextlib.contextmanager
+def servers(
+    tmp_path: Path, database_url: str | None, cameras: dict[str, Any], **settings: str
+) -> Iterator[tuple[Callable[[str], Server], Db]]:
+    """A way to start servers one after another on one data directory (``tmp_path/data``) and
+    database, with ``cameras``, and a view of the database; every server stopped at the end."""
+    data_dir = tmp_path / "data"
     cameras_file = tmp_path / "cameras.yml"
-    cameras_file.write_text(yaml.safe_dump({"cameras": {CAMERA: {"source": {"type": "push"}}}}))
+    cameras_file.write_text(yaml.safe_dump({"cameras": cameras}))
     env = {
         "USE_GPU": "false",
         "LLM_ENABLED": "false",
@@ -310,28 +335,26 @@ def test_kill_9_loses_and_repeats_nothing(
         "BATCH_WINDOW_SECONDS": str(WINDOW_S),
         "BATCH_IDLE_TIMEOUT_SECONDS": str(IDLE_S),
         "DETECTION_QUEUE_MAX_SIZE": "64",
-        "MAX_BATCH_SIZE": "1",  # one camera, one frame at a time: a shorter warm-up
+        "MAX_BATCH_SIZE": "1",  # one frame at a time: a shorter warm-up
+        **settings,
     }
     if database_url is not None:
         env["DATABASE_URL"] = database_url
-    servers: list[Server] = []
+    started: list[Server] = []
 
     def start(name: str) -> Server:
         server = Server(env, tmp_path / f"server-{name}.log")
-        servers.append(server)
+        started.append(server)
         server.wait_ready(timeout_s=180)
         return server
 
-    # capture times well in the past, so the server never clamps them to its clock
-    first_at = time.time() - 120.0
     db = Db(database_url, data_dir)
     try:
-        run(start, db, data_dir, footage, first_at)
+        yield start, db
     finally:
         db.close()
-        for server in servers:
+        for server in started:
             server.stop()
-    print(f"kill test on {database_url or 'sqlite'}: {time.monotonic() - started:.1f} s")
 
 
 def run(
@@ -546,3 +569,117 @@ def audit(db: Db, data_dir: Path, by_seq: dict[int, Ack], gated: set[int], windo
         if path.is_file()
     }
     assert kept == pointed, (sorted(kept - pointed), sorted(pointed - kept))
+
+
+DRIVE, YARD = "drive", "yard"
+VIDEO_FPS = 10
+FOLDER_FILES = 20
+
+
+def test_kill_9_loses_and_repeats_no_stream_or_folder_frame(
+    database_url: str | None, footage: Footage, tmp_path: Path
+) -> None:
+    """A ``file`` stream camera read faster than the detector (so its admitted frames wait in
+    the spool) and a folder camera whose taken files cannot be moved under ``done/`` (a plain
+    file stands there: each file stays in the folder after it is spooled, the state a kill
+    between spooling and moving leaves). Killed with stream frames queued; restarted with
+    ``done/`` possible and the video gone. Every stream frame spooled at the kill is recorded,
+    once; no folder file is taken again; every detection is in exactly one window and one
+    event."""
+    media = tmp_path / "media"
+    folder = media / YARD
+    folder.mkdir(parents=True)
+    walk = [cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) for data in footage.walk]
+    video = write_video(media / "drive.mp4", walk + walk[::-1], VIDEO_FPS)  # there and back
+    first_at = time.time() - 120.0
+    files: dict[str, tuple[bytes, float]] = {}
+    for index, data in enumerate(footage.walk[:FOLDER_FILES]):
+        path, when = folder / f"yard_{index:03d}.jpg", captured_at(first_at, index)
+        path.write_bytes(data)
+        os.utime(path, (when, when))
+        files[path.name] = (data, when)
+    (folder / "done").write_text("not a directory")
+    cameras = {
+        DRIVE: {
+            "source": {"type": "file", "path": str(video), "realtime": False},
+            "detect_fps": VIDEO_FPS,
+        },
+        YARD: {"source": {"type": "folder", "path": str(folder), "settle_s": 0.2}},
+    }
+    settings = {"SOURCE_ROOTS": json.dumps([str(media)]), "DETECTION_QUEUE_MAX_SIZE": "160"}
+    with servers(tmp_path, database_url, cameras, **settings) as (start, db):
+        data_dir = tmp_path / "data"
+
+        def queued(camera: str) -> set[int]:
+            last = max(db.frames(camera), default=0)
+            return {seq for seq in spooled(data_dir, camera) if seq > last}
+
+        # -- run A: killed with stream frames queued, every folder file taken and stuck --------
+        server = start("a")
+        wait_for(
+            lambda: (
+                len(queued(DRIVE)) >= QUEUED_AT_KILL
+                and FOLDER_FILES in set(spooled(data_dir, YARD)) | set(db.frames(YARD))
+            ),
+            120,
+            "stream frames queued and every folder file taken",
+        )
+        kill(server)
+        recorded = {camera: set(db.frames(camera)) for camera in (DRIVE, YARD)}
+        spooled_1 = {camera: set(spooled(data_dir, camera)) for camera in (DRIVE, YARD)}
+        queued_drive = spooled_1[DRIVE] - recorded[DRIVE]
+        assert len(queued_drive) >= QUEUED_AT_KILL, sorted(queued_drive)
+        assert sorted(p.name for p in folder.glob("*.jpg")) == sorted(files), "stuck in place"
+        # the folder's files were spooled in order (seq n is file n - 1); its gate skipped the
+        # first 11 it judged and passed the rest (the walker moves in each)
+        durable_yard = recorded[YARD] | spooled_1[YARD]
+        assert set(range(GATE_CALIBRATION + 1, FOLDER_FILES + 1)) <= durable_yard
+        assert durable_yard <= set(range(1, FOLDER_FILES + 1)), sorted(durable_yard)
+        assert not recorded[YARD] & set(range(1, GATE_CALIBRATION + 1))
+        print(
+            f"kill: drive {len(recorded[DRIVE])} recorded, {len(queued_drive)} queued; yard "
+            f"{len(recorded[YARD])} recorded, {len(spooled_1[YARD] - recorded[YARD])} queued"
+        )
+
+        # -- run B: the video gone, done/ possible: recovers the spool, takes nothing again ----
+        (folder / "done").unlink()
+        video.unlink()
+        server = start("b")
+        wait_for(
+            lambda: (
+                not list(folder.glob("*.jpg"))
+                and not spooled(data_dir, DRIVE)
+                and not spooled(data_dir, YARD)
+                and set(db.windows_of(DRIVE, YARD).values()) == {"analysed"}
+            ),
+            90,
+            "run B to process the spool and analyse every window",
+            poll_s=0.1,
+        )
+        counts_drive, counts_yard = counts(server, DRIVE), counts(server, YARD)
+
+        # no folder file taken again: all moved under done/ unchanged, none spooled or detected
+        assert {p.name: p.read_bytes() for p in (folder / "done").iterdir()} == {
+            name: data for name, (data, _) in files.items()
+        }
+        assert counts_yard["frames_in"] == 0, counts_yard
+        yard_frames = db.frames(YARD)
+        assert set(yard_frames) == durable_yard, sorted(set(yard_frames) ^ durable_yard)
+        assert counts_yard["detected"] == len(durable_yard - recorded[YARD]), counts_yard
+        for seq, row in yard_frames.items():  # each the file taken under its seq
+            assert abs(row.captured_at - files[f"yard_{seq - 1:03d}.jpg"][1]) < 1e-5, seq
+        # every stream frame spooled at the kill recorded, and detected once: in run B, only those
+        drive_frames = db.frames(DRIVE)
+        assert spooled_1[DRIVE] <= set(drive_frames), sorted(spooled_1[DRIVE] - set(drive_frames))
+        assert set(drive_frames) == recorded[DRIVE] | spooled_1[DRIVE]
+        assert counts_drive["detected"] == len(queued_drive) and counts_drive["frames_in"] == 0
+
+        detections = db.rows("SELECT id, window_id FROM detections")
+        assert detections and all(d.window_id is not None for d in detections)
+        store = EventStore(open_database(db.url))
+        try:
+            assert store.detections_without_event() == []
+            covered = [i for ids in store.detection_ids_by_event().values() for i in ids]
+            assert sorted(covered) == sorted(d.id for d in detections), "each in exactly one event"
+        finally:
+            store.database.close()

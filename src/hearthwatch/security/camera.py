@@ -32,6 +32,7 @@ from hearthwatch.runtime.imaging.decode import ImageError, check_encoded, decode
 from hearthwatch.security.admission import DetectionAdmission
 from hearthwatch.security.cameras import CameraConfig
 from hearthwatch.security.errors import DetectionQueueFullError
+from hearthwatch.security.folder_ledger import LEDGER_NAME, FolderLedger
 from hearthwatch.security.health import CameraHealth, HealthChange
 from hearthwatch.security.motion import MotionGate, MotionVerdict, frame_size_problem
 from hearthwatch.security.sources.config import FolderSourceConfig, PushSourceConfig
@@ -194,6 +195,7 @@ class CameraRuntime:
         self._pending: deque[_Pending] = deque(maxlen=pending_frames)
         self._pending_lock = threading.Lock()
         self._last_pushed: bytes | None = None
+        self._ledger: FolderLedger | None = None
         self.source: StreamReader | FolderWatcher | None = None
 
     @property
@@ -212,6 +214,9 @@ class CameraRuntime:
         if not self.config.enabled or isinstance(source, PushSourceConfig):
             return
         if isinstance(source, FolderSourceConfig):
+            with self._admit_lock:
+                ledger = self._spool.root / self.id / LEDGER_NAME
+                self._ledger = FolderLedger(ledger, source.path, self._seq)
             self.source = FolderWatcher(self.id, source, on_file=self.on_folder_file)
         else:
             self.source = StreamReader(
@@ -324,7 +329,14 @@ class CameraRuntime:
     def on_folder_file(
         self, path: Path, data: bytes, mtime: float
     ) -> FileVerdict | tuple[FileVerdict, str]:
-        """A settled file of the watched folder (watcher thread): checked whole, then spooled."""
+        """A settled file of the watched folder (watcher thread): checked whole, then spooled,
+        its identity in the folder ledger first; one spooled before a restart and not moved
+        away is only accepted (moved away now)."""
+        ledger = self._ledger
+        assert ledger is not None, "start_source makes the ledger before the watcher"
+        if ledger.recovered(path.name, data):
+            log.info("camera %s: '%s' was taken before the restart", self.id, path.name)
+            return FileVerdict.ACCEPTED
         try:
             ext = _image_extension(data)
             image = decode_image(data, self._max_pixels)
@@ -339,6 +351,7 @@ class CameraRuntime:
         self.last_frame_at = time.time()
         with self._admit_lock:
             try:
+                ledger.taking(path.name, data, self._seq + 1)
                 frame = self._admit("folder", mtime, data, ext)
             except BaseException:
                 self._admission.give_back()

@@ -126,11 +126,17 @@ class Spool:
         return target
 
     def last_seq(self, camera_id: str) -> int:
-        """The highest sequence number spooled for the camera, pending or discarded (see
-        :meth:`discard`): numbering never goes back, across restarts too."""
+        """The highest sequence number spooled for the camera, pending, discarded (see
+        :meth:`discard`) or quarantined: numbering never goes back, across restarts too."""
         frames = self.pending_of(camera_id)
         pending = frames[-1].seq if frames else 0
-        return max(pending, *(seq for seq, _ in self._tombstones(camera_id)), 0)
+        failed = self.data_dir / "failed" / camera_id
+        quarantined = [
+            int(match["seq"])
+            for match in map(_NAME.match, os.listdir(failed) if failed.is_dir() else [])
+            if match is not None
+        ]
+        return max(pending, *quarantined, *(seq for seq, _ in self._tombstones(camera_id)), 0)
 
     def _tombstones(self, camera_id: str) -> list[tuple[int, Path]]:
         found = []
