@@ -148,6 +148,7 @@ class Pipeline:
         self._enriching = asyncio.Semaphore(ENRICH_CONCURRENCY)
         self._closing = False
         self._last_retention = 0.0
+        self._retention: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -186,6 +187,8 @@ class Pipeline:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._retention is not None:  # its thread cannot be cancelled
+            await asyncio.gather(self._retention, return_exceptions=True)
         if self._store is not None:
             await self._write(self._store.database.close)
         self._store_thread.shutdown(wait=True)
@@ -586,17 +589,35 @@ class Pipeline:
             runtime.check_health()
             runtime.forget_tracks(runtime.tracker.forget_idle(now, FORGET_TRACKS_AFTER_S))
             runtime.rates.sample(now, runtime.counters.snapshot())
-        if now - self._last_retention >= RETENTION_EVERY_S:
+        if now - self._last_retention >= RETENTION_EVERY_S and self._retention is None:
             self._last_retention = now
-            report = await self._write(
-                apply_retention,
-                self.store,
-                self.data_dir,
-                now=now,
-                max_age_days=self.settings.retention_days,
-                max_bytes=int(self.settings.retention_max_gb * GIB),
-            )
+            self._spawn(self._apply_retention(now))
+
+    async def _apply_retention(self, now: float) -> None:
+        """Retention on a worker thread, beside the writer thread: it removes unit by unit, each
+        in a short transaction, so frames are recorded while it runs (:meth:`stop` waits for
+        it before closing the store)."""
+        retention = functools.partial(
+            apply_retention,
+            self.store,
+            self.data_dir,
+            now=now,
+            max_age_days=self.settings.retention_days,
+            max_bytes=int(self.settings.retention_max_gb * GIB),
+        )
+        future = self._retention = asyncio.get_running_loop().run_in_executor(None, retention)
+        future.add_done_callback(self._retention_done)
+        try:
+            report = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("retention failed; it runs again in %.0f s", RETENTION_EVERY_S)
+        else:
             log.info("retention: %s", report)
+
+    def _retention_done(self, _: asyncio.Future[Any]) -> None:
+        self._retention = None
 
     async def _close_window(self, runtime: CameraRuntime, closed: ClosedWindow) -> None:
         try:
