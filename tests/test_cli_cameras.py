@@ -3,7 +3,8 @@
 One server for the module (the camera pipeline on, no LLM, no enrichment, windows closing one
 second after their last detection). A person walking across a drawn yard (``scenes.py``,
 1080p) is pushed to the camera's ``/frames`` route twice, and the windows become two events
-the commands list, show and tail; ``tail`` then sees a third walk as it is written. The Frigate
+the commands list, show and tail; ``tail`` then sees a third walk as it is written, and an event
+written straight into the server's store long after it started (as a long window's is). The Frigate
 importer runs on the shipped Frigate configs: the file it writes loads back to the same cameras,
 every unsupported part is named on stderr, no password reaches the screen, and ``--apply``
 creates on the server the cameras whose streams it allows, reporting the others' refusals.
@@ -33,6 +34,9 @@ from scenes import Walk, scene_frames, yard
 from hearthwatch.cli import main
 from hearthwatch.security.cameras import load_cameras_file
 from hearthwatch.security.frigate import import_frigate
+from hearthwatch.security.store.database import open_database
+from hearthwatch.security.store.events_store import EventStore
+from hearthwatch.security.store.records import EventRecord
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,8 +56,12 @@ CLI = (sys.executable, "-m", "hearthwatch.cli")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("cli-cameras")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli-cameras")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[Server]:
     cameras = {"cameras": {"front": {"name": "Front door", "source": {"type": "push"}}}}
     (root / "cameras.yml").write_text(yaml.safe_dump(cameras))
     env = {
@@ -72,6 +80,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def store(root: Path, server: Server) -> Iterator[EventStore]:
+    """The server's own events store (its SQLite file, shared with it), to write events as the
+    pipeline would."""
+    database = open_database(f"sqlite:///{root / 'data' / 'hearthwatch.db'}")
+    try:
+        yield EventStore(database)
+    finally:
+        database.close()
 
 
 def push_walk(server: Server, seed: int) -> None:
@@ -283,6 +302,49 @@ def test_events_tail_since_prints_what_is_there_oldest_first(
     status, out, err = run(capsys, *base, "--count", "1", "--stop-after", "1", "--interval", "0.2")
     assert status == 1 and out == ""
     one_line_error(err.split("\n", 1)[1], "0 of 1 events in 1 s")
+
+
+def health_event(camera: str, started_at: float) -> EventRecord:
+    """A health event of ``camera`` (it needs no window), stored now."""
+    return EventRecord(
+        kind="health",
+        camera_id=camera,
+        window_id=None,
+        started_at=started_at,
+        ended_at=started_at,
+        score=0.0,
+        level="low",
+        reasons=(),
+        analyser="health",
+        summary=f"{camera} stalled",
+        labels=(),
+        zones=(),
+        created_at=time.time(),
+    )
+
+
+def test_events_tail_prints_an_event_stored_after_later_started_ones(
+    server: Server, store: EventStore
+) -> None:
+    """An event is stored when its window closes, or when it is analysed after a restart: long
+    after it started. Tail follows events by when they were stored, so such an event is printed
+    even when events that started hours after it were printed before it was stored; and one
+    stored like that before tail started is not printed."""
+    camera, now = "late-writer", time.time()
+    store.add_event(health_event(camera, now - 30))
+    store.add_event(health_event(camera, now - 3600))  # there already, stored after the first
+    tail = start_tail(server, "--camera", camera, "--count", "2", "--stop-after", "30", "--json")
+    assert tail.stdout is not None
+    try:
+        first = store.add_event(health_event(camera, now - 60))
+        line = tail.stdout.readline()
+        assert line and json.loads(line)["id"] == first, line + tail.stderr.read()
+        late = store.add_event(health_event(camera, now - 7200))  # two hours before the first
+        out, err = tail.communicate(timeout=60)
+    finally:
+        tail.kill()
+    assert tail.returncode == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [late]
 
 
 def test_events_tail_ends_quietly_on_ctrl_c(server: Server) -> None:

@@ -43,6 +43,11 @@ DEFAULT_URL = "http://127.0.0.1:8090"
 
 MAX_PAGE = 500
 """The most events ``/api/events`` answers in one page."""
+STORED_OVERLAP_S = 60.0
+"""``events tail`` asks again, each poll, for the events stored up to this long before the
+newest one it has seen, and prints those it has not: an event's ``created_at`` is stamped as its
+write is issued, so writes issued at nearly the same time may be stored a little out of that
+order (and the server's clock may be set back a little)."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|auth|sig|credential", re.IGNORECASE)
@@ -634,35 +639,50 @@ def _show_event(event: Mapping[str, Any], url: str) -> None:
         print(f"clip     {where}/clip.mp4")
 
 
-def cmd_events_tail(args: argparse.Namespace) -> int:
-    """New events as they are written, oldest first, each once, until ``--count`` of them,
-    ``--stop-after`` seconds or Ctrl-C.
+def _stored_at(event: Mapping[str, Any]) -> float:
+    return float(event["created_at"])
 
-    Every ``--interval`` it lists the events started since ``--lookback`` seconds before the
-    newest one it has seen (an event is written when its window closes, after later-started
-    events of other cameras may have been) and prints those it has not printed. Without
-    ``--since`` the events there already when it starts are not printed."""
+
+def cmd_events_tail(args: argparse.Namespace) -> int:
+    """New events as they are stored, each once, until ``--count`` of them, ``--stop-after``
+    seconds or Ctrl-C.
+
+    It follows events by when they were stored (``created_at``), not by when they started: an
+    event is stored when its window closes, or when it is analysed after a restart, which may
+    be long after it started. Every ``--interval`` it lists the events stored since
+    :data:`STORED_OVERLAP_S` before the newest one it has seen (``stored_after``) and prints,
+    oldest first, those it has not printed. Without ``--since`` the events there already when
+    it starts are not printed; with it, those that started since then are, and new ones only if
+    they started since then too."""
     params = event_filters(args)
     deadline = None if args.stop_after is None else time.monotonic() + args.stop_after
-    seen: dict[str, float] = {}
+    floor: float | None = None  # the next poll's stored_after (the server's clock); None: all
+    seen: dict[str, float] = {}  # created_at by id: printed (or there at the start), after floor
     printed = 0
     try:
         with Api(args.url, args.timeout) as api:
-            floor, reached = args.since, False
-            if floor is None:
+            reached = False
+            if args.since is None:
                 reached = True
                 newest = api.get("/api/events", {**params, "limit": 1})["events"]
                 if newest:
-                    floor = float(newest[0]["started_at"]) - args.lookback
-                    for event in pages(api, {**params, "after": max(0.0, floor)}, MAX_PAGE):
-                        seen[event["id"]] = float(event["started_at"])
+                    floor = _stored_at(newest[0]) - STORED_OVERLAP_S
+                    for event in pages(api, {**params, "stored_after": max(0.0, floor)}, MAX_PAGE):
+                        seen[event["id"]] = _stored_at(event)
             start = "" if args.since is None else f" since {_local_time(args.since)}"
             print(f"watching events{start} (Ctrl-C stops)", file=sys.stderr, flush=True)
             unreachable = False
             while True:
-                query = params if floor is None else {**params, "after": max(0.0, floor)}
+                if seen:
+                    floor = max(seen.values()) - STORED_OVERLAP_S
+                    seen = {i: t for i, t in seen.items() if t > floor}
+                query = params if floor is None else {**params, "stored_after": max(0.0, floor)}
                 try:
-                    fresh = [e for e in pages(api, query, MAX_PAGE) if e["id"] not in seen]
+                    fresh = [
+                        e
+                        for e in pages(api, query, MAX_PAGE)
+                        if e["id"] not in seen and (floor is None or _stored_at(e) > floor)
+                    ]
                 except ServerUnreachableError as error:
                     if not reached:
                         raise
@@ -674,7 +694,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
                         print("hearthwatch: the server answers again", file=sys.stderr)
                     unreachable, reached = False, True
                 for event in sorted(fresh, key=lambda e: (e["started_at"], e["id"])):
-                    seen[event["id"]] = float(event["started_at"])
+                    seen[event["id"]] = _stored_at(event)
                     if args.json:
                         print(json.dumps(event, ensure_ascii=False), flush=True)
                     else:
@@ -682,9 +702,6 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
                     printed += 1
                     if args.count is not None and printed >= args.count:
                         return 0
-                if seen:
-                    floor = max(args.since or 0.0, max(seen.values()) - args.lookback)
-                    seen = {i: t for i, t in seen.items() if t >= floor}
                 pause = args.interval
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -780,10 +797,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tail = actions.add_parser(
         "tail",
         parents=[server, filters],
-        help="print each new event once, as it is written, until Ctrl-C",
-        description="Print each new event once, oldest first, as it is written, until "
-        "--count events, --stop-after seconds or Ctrl-C. Without --since, the events there "
-        "when it starts are not printed.",
+        help="print each new event once, as it is stored, until Ctrl-C",
+        description="Print each new event once, oldest first, as it is stored, until "
+        "--count events, --stop-after seconds or Ctrl-C. Events are followed by when they "
+        "were stored, so one stored long after it started (a long window, or one analysed "
+        "after a restart) is printed too. Without --since, the events there when it starts "
+        "are not printed; with it, those that started since then are, and new events only "
+        "if they started since then.",
     )
     tail.add_argument(
         "--interval", type=_positive(float), default=2.0, help="seconds between polls (2)"
@@ -794,13 +814,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         type=_positive(float),
         metavar="S",
         help="stop after S seconds (with --count: status 1 if fewer came)",
-    )
-    tail.add_argument(
-        "--lookback",
-        type=_positive(float),
-        default=600.0,
-        help="seconds before the newest event seen still polled for events written late "
-        "(longer than a window: default 600)",
     )
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.set_defaults(func=cmd_events_tail)

@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import Server, encode, jpeg, scene
+from camera_servers import ServerStack, api_client, error_of
+from conftest import encode, jpeg, scene
 
 from hearthwatch.processes import die_with_parent, free_port
 from hearthwatch.tuning.server_process import HEARTHWATCH_SERVE
@@ -124,14 +125,15 @@ def start_failing(root: Path, name: str) -> subprocess.Popen[bytes]:
 # -- the module's server ----------------------------------------------------------------------
 
 
-class Stack:
+class Stack(ServerStack):
+    """The module's server (replaced by :meth:`restart`) and its two source roots."""
+
     def __init__(self, root: Path) -> None:
-        self.root = root
         self.media = root / "media"
         self.old = root / "old-media"
         for folder in (self.media, self.old):
             folder.mkdir()
-        self.env = {
+        env = {
             **BASE_ENV,
             "DATA_DIR": str(root / "data"),
             "CAMERAS_FILE": str(FRIGATE),
@@ -139,22 +141,7 @@ class Stack:
             "STREAM_HOSTS": json.dumps(STREAM_HOSTS),
             "DETECTION_QUEUE_MAX_SIZE": "1",
         }
-        self.starts = 0
-        self.server = self._spawn()
-
-    def _spawn(self) -> Server:
-        self.starts += 1
-        return Server(self.env, self.root / f"server-{self.starts}.log")
-
-    def restart(self, **env: str) -> None:
-        self.server.stop()
-        self.env.update(env)
-        self.server = self._spawn()
-        self.server.wait_ready()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+        super().__init__(root, env)
 
 
 @pytest.fixture(scope="module")
@@ -192,21 +179,7 @@ def stack(started: tuple[Stack, dict[str, tuple[int | None, str]]]) -> Stack:
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[Callable[..., httpx.Response]]:
-    with httpx.Client(timeout=60) as client:
-
-        def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
-            return client.request(method, stack.url + path, **kwargs)
-
-        yield call
-
-
-def error_of(reply: httpx.Response, status: int) -> str:
-    assert reply.status_code == status, (reply.status_code, reply.text)
-    body = reply.json()
-    assert isinstance(body, dict) and list(body) == ["error"], body
-    assert isinstance(body["error"], str) and body["error"], body
-    assert "Traceback" not in body["error"], body
-    return str(body["error"])
+    yield from api_client(stack)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:

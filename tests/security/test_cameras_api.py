@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from camera_servers import ServerStack, api_client, error_of
 from conftest import Server, encode, jpeg, scene
 from scenes import Walk, scene_frames, yard
 
@@ -63,15 +64,14 @@ FILE_CAMERAS: dict[str, dict[str, Any]] = {
 }
 
 
-class Stack:
+class Stack(ServerStack):
     """The module's server (replaced by :meth:`restart`), its data and cameras file."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
         self.cameras_path = root / "cameras.yml"
         self.cameras_path.write_text(cameras_file(**FILE_CAMERAS))
         (root / "media").mkdir()
-        self.env = {
+        env = {
             "USE_GPU": "false",
             "LLM_ENABLED": "false",
             "ENRICH_ENABLED": "false",
@@ -86,24 +86,7 @@ class Stack:
             "CAMERA_TAMPER_AFTER_S": "1",
             "DETECTION_QUEUE_MAX_SIZE": "200",
         }
-        self.starts = 0
-        self.server = self._spawn()
-
-    def _spawn(self) -> Server:
-        self.starts += 1
-        return Server(self.env, self.root / f"server-{self.starts}.log")
-
-    def restart(self) -> None:
-        self.server.stop()
-        self.server = self._spawn()
-        self.server.wait_ready()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.root.glob("*.log")))
+        super().__init__(root, env)
 
 
 @pytest.fixture(scope="module")
@@ -139,28 +122,10 @@ def stack(servers: tuple[Stack, Server]) -> Stack:
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[Callable[..., httpx.Response]]:
-    """``api(method, path, **httpx_kwargs)`` against the module's current server."""
-    with httpx.Client(timeout=60) as client:
-
-        def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
-            return client.request(method, stack.url + path, **kwargs)
-
-        yield call
+    yield from api_client(stack)
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def error_of(reply: httpx.Response, status: int) -> str:
-    """The ``error`` of a JSON error answer with ``status``; nothing else in it."""
-    assert reply.status_code == status, (reply.status_code, reply.text)
-    assert reply.headers["content-type"].startswith("application/json"), reply.headers
-    body = reply.json()
-    assert isinstance(body, dict) and list(body) == ["error"], body
-    message = body["error"]
-    assert isinstance(message, str) and message.strip(), body
-    assert "Traceback" not in message and "internal error" not in message, message
-    return message
 
 
 def push_camera(camera_id: str, **fields: Any) -> dict[str, Any]:
@@ -857,6 +822,17 @@ FILTERS: dict[
         },
         lambda e, p: p["after"] <= e["started_at"] < p["before"],
     ),
+    "stored_after": (
+        lambda evs: {"stored_after": sorted(e["created_at"] for e in evs)[1]},
+        lambda e, p: e["created_at"] > p["stored_after"],
+    ),
+    "stored_after and before": (
+        lambda evs: {
+            "stored_after": sorted(e["created_at"] for e in evs)[0],
+            "before": sorted(e["started_at"] for e in evs)[-1],
+        },
+        lambda e, p: e["created_at"] > p["stored_after"] and e["started_at"] < p["before"],
+    ),
     "label": (lambda _: {"label": "person"}, lambda e, p: "person" in e["labels"]),
     "label unseen": (lambda _: {"label": "giraffe"}, lambda e, p: False),
     "kind window": (lambda _: {"kind": "window"}, lambda e, p: e["kind"] == "window"),
@@ -884,7 +860,9 @@ def test_each_event_filter_answers_exactly_the_events_it_describes(
         assert len(expected) < len(events), params
 
 
-@pytest.mark.parametrize("params", [{}, {"camera": "front,back"}, {"kind": "window"}])
+@pytest.mark.parametrize(
+    "params", [{}, {"camera": "front,back"}, {"kind": "window"}, {"stored_after": 1.0}]
+)
 @pytest.mark.parametrize("limit", [1, 2])
 def test_cursor_pages_hold_every_event_once(
     api: Callable[..., httpx.Response],
@@ -932,6 +910,11 @@ BAD_EVENT_QUERIES = {
     "after nan": {"after": "nan"},
     "before infinite": {"before": "inf"},
     "before text": {"before": "yesterday"},
+    "stored_after negative": {"stored_after": -5},
+    "stored_after nan": {"stored_after": "nan"},
+    "stored_after infinite": {"stored_after": "inf"},
+    "stored_after past the epoch limit": {"stored_after": 1e300},
+    "stored_after text": {"stored_after": "recently"},
     "kind unknown": {"kind": "motion"},
     "label too long": {"label": "x" * 65},
 }
@@ -943,6 +926,20 @@ def test_a_bad_event_query_is_400(
 ) -> None:
     message = error_of(api("GET", "/api/events", params=params), 400)
     assert any(name in message for name in params), message
+
+
+def test_stored_after_answers_the_events_written_since_however_long_before_they_started(
+    api: Callable[..., httpx.Response], events: list[dict[str, Any]]
+) -> None:
+    """The walks' frames were captured an hour ago, their events written now: ``after`` (on the
+    start) passes them over where ``stored_after`` (on the writing) answers them."""
+    walks = [e for e in events if e["kind"] == "window"]
+    assert walks and all(e["created_at"] - e["started_at"] > 3000 for e in walks), walks
+    floor = min(e["created_at"] for e in walks) - 1.0
+    assert ids(listed(api, kind="window", after=floor)) == []
+    assert ids(listed(api, kind="window", stored_after=floor)) == ids(walks)
+    newest = max(e["created_at"] for e in events)
+    assert not set(ids(listed(api, stored_after=newest))) & set(ids(events))
 
 
 def test_an_event_is_got_by_id_and_unknown_ones_are_404(

@@ -25,6 +25,8 @@ from hearthwatch.security.store.records import EventRecord
 from hearthwatch.security.store.schema import Base
 
 T0 = 1_718_000_000.0
+HEAD = "0003"
+"""The newest migration."""
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def test_an_upgrade_keeps_the_data_of_0001_and_the_new_columns_work(
 
     database.upgrade()
 
-    assert database.revision() == "0002"
+    assert database.revision() == HEAD
     store = EventStore(database)
     detail = store.get_event("1718000001.000000-abc123")
     assert detail is not None and detail.window is not None
@@ -159,7 +161,7 @@ def test_opening_and_upgrading_at_once_and_again_changes_nothing(url: str) -> No
         thread.join()
     assert errors == []
     start()
-    assert revisions == ["0002"] * 4
+    assert revisions == [HEAD] * 4
     engine = create_engine(url)
     tables = set(inspect(engine).get_table_names())
     engine.dispose()

@@ -68,6 +68,18 @@ async def list_events(
         float | None, Query(ge=0.0, description="Started at or after (epoch s).")
     ] = None,
     before: Annotated[float | None, Query(ge=0.0, description="Started before (epoch s).")] = None,
+    stored_after: Annotated[
+        float | None,
+        Query(
+            ge=0.0,
+            description="Stored after (epoch s, the server's clock): events whose `created_at` "
+            "is greater than this, whenever they started. An event is stored when its window "
+            "closes (or when it is analysed after a restart), which may be long after it "
+            "started: to follow new events, pass the largest `created_at` seen so far, less a "
+            "margin (events written at nearly the same time may be stored a little out of "
+            "order; `hearthwatch events tail` uses a minute), and skip the ids already seen.",
+        ),
+    ] = None,
     label: Annotated[str | None, Query(max_length=64, description="An object class seen.")] = None,
     kind: Annotated[str | None, Query(pattern="^(window|health)$")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -82,6 +94,7 @@ async def list_events(
         max_score=max_score,
         after=after,
         before=before,
+        stored_after=stored_after,
         label=label,
         kind=kind,  # type: ignore[arg-type]
         cursor=cursor,

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 from hearthwatch.security.sources.config import FolderSourceConfig
 from hearthwatch.security.sources.confinement import ConfinementError, check_path
 from hearthwatch.security.sources.status import FolderStatus, SourceState
+from hearthwatch.security.sources.threaded import ThreadedSource
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,12 @@ class _RefusedError(Exception):
     """A file refused before reading; the message says why."""
 
 
-class FolderWatcher:
+class FolderWatcher(ThreadedSource):
     """Watches one camera's upload folder; see the module docstring."""
+
+    _noun = "watcher"
+    _thread_prefix = "folder"
+    _log = log
 
     def __init__(
         self,
@@ -90,54 +94,27 @@ class FolderWatcher:
             raise ValueError(f"poll_s must be a positive number of seconds, not {poll_s}")
         if max_file_bytes <= 0:
             raise ValueError(f"max_file_bytes must be positive, not {max_file_bytes}")
-        self.camera_id = camera_id
+        super().__init__(camera_id)
         self._folder = config.path
         self._config = config
         self._on_file = on_file
         self._poll_s = poll_s
         self._max_file_bytes = max_file_bytes
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         # confined to the watcher thread:
         self._seen: dict[str, _Seen] = {}
         self._stuck: dict[str, tuple[int, int]] = {}
         """Files handled (or failing) that could not be moved away, by name: (size, mtime_ns).
         Not handed on again, nor logged again, until they change."""
-        self._lock = threading.Lock()
-        # guarded by _lock:
-        self._state = SourceState.STOPPED
+        # guarded by _lock (as are the state and the last error):
         self._files_taken = 0
         self._files_corrupt = 0
         self._files_refused = 0
         self._busy_retries = 0
         self._last_file_at: float | None = None
-        self._last_error: str | None = None
 
-    def start(self) -> None:
-        """Start the watcher thread; a watcher starts once."""
-        with self._lock:
-            if self._thread is not None:
-                raise RuntimeError(f"the watcher of camera {self.camera_id!r} was started already")
-            self._state = SourceState.CONNECTING
-            self._thread = threading.Thread(
-                target=self._run, name=f"folder-{self.camera_id}", daemon=True
-            )
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop polling and wait up to ``timeout_s`` for the thread (and a call of ``on_file``
-        in progress) to end."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
-            if thread.is_alive():
-                log.warning(
-                    "camera %s: on_file has not returned; the watcher ends after it",
-                    self.camera_id,
-                )
-        with self._lock:
-            self._state = SourceState.STOPPED
+    def _still_running(self) -> str:
+        # stop() waits for a call of on_file in progress too
+        return "on_file has not returned; the watcher ends after it"
 
     def status(self) -> FolderStatus:
         with self._lock:
@@ -209,8 +186,7 @@ class FolderWatcher:
         except FileNotFoundError:
             return True  # taken away meanwhile
         except OSError as exc:
-            self._record_file_error(name, f"cannot be read ({exc.strerror})")
-            self._stuck[name] = (info.st_size, info.st_mtime_ns)
+            self._leave_stuck(name, info, f"cannot be read ({exc.strerror})")
             return True
         if data is None:
             self._seen.pop(name, None)  # it changed while read: let it settle again
@@ -273,8 +249,7 @@ class FolderWatcher:
         except FileNotFoundError:
             return
         except OSError as exc:
-            self._record_file_error(name, f"cannot be moved to {subdir}/ ({exc.strerror})")
-            self._stuck[name] = (info.st_size, info.st_mtime_ns)
+            self._leave_stuck(name, info, f"cannot be moved to {subdir}/ ({exc.strerror})")
             return
         self._seen.pop(name, None)
         if why is not None:
@@ -289,8 +264,7 @@ class FolderWatcher:
         except FileNotFoundError:
             return
         except OSError as exc:
-            self._record_file_error(name, f"cannot be deleted ({exc.strerror})")
-            self._stuck[name] = (info.st_size, info.st_mtime_ns)
+            self._leave_stuck(name, info, f"cannot be deleted ({exc.strerror})")
             return
         self._seen.pop(name, None)
 
@@ -309,11 +283,14 @@ class FolderWatcher:
                 return candidate
         return directory / f"{stem}-{time.time_ns()}{suffix}"
 
-    def _record_file_error(self, name: str, what: str) -> None:
+    def _leave_stuck(self, name: str, info: os.stat_result, what: str) -> None:
+        """The file could not be read or moved away: say ``what``, and leave it alone until it
+        changes."""
         message = f"'{name}' {what}"
         with self._lock:
             self._last_error = message
         log.warning("camera %s: %s", self.camera_id, message)
+        self._stuck[name] = (info.st_size, info.st_mtime_ns)
 
     def _record_folder_error(self, exc: OSError) -> None:
         message = f"the folder {str(self._folder)!r} cannot be listed ({exc.strerror})"

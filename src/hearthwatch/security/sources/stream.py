@@ -48,6 +48,7 @@ from hearthwatch.security.sources.confinement import (
     check_stream_url,
 )
 from hearthwatch.security.sources.status import SourceState, SourceStatus
+from hearthwatch.security.sources.threaded import ThreadedSource
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,12 @@ HTTP_CONTAINERS = "mjpeg,mpjpeg,flv,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,mpegts
 and concat would fetch segments from hosts the allow-list never saw)."""
 
 
-class StreamReader:
+class StreamReader(ThreadedSource):
     """Reads one camera's stream or file on a thread of its own; see the module docstring."""
+
+    _noun = "reader"
+    _thread_prefix = "stream"
+    _log = log
 
     def __init__(
         self,
@@ -137,7 +142,7 @@ class StreamReader:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value}")
         if max_frame_pixels <= 0:
             raise ValueError(f"max_frame_pixels must be positive, not {max_frame_pixels}")
-        self.camera_id = camera_id
+        super().__init__(camera_id)
         self._config = config
         self._detect_fps = detect_fps
         self._on_frame = on_frame
@@ -148,44 +153,17 @@ class StreamReader:
         self._open_timeout_s = open_timeout_s
         self._read_timeout_s = read_timeout_s
         self._max_frame_pixels = max_frame_pixels
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._callback_logged_at = -math.inf
-        self._lock = threading.Lock()
-        # guarded by _lock:
-        self._state = SourceState.STOPPED
+        # guarded by _lock (as are the state and the last error):
         self._reconnects = 0
         self._frames_read = 0
         self._frames_sampled = 0
         self._last_frame_at: float | None = None
-        self._last_error: str | None = None
         self._backoff_s = 0.0
 
-    def start(self) -> None:
-        """Start the reader thread; a reader starts once."""
-        with self._lock:
-            if self._thread is not None:
-                raise RuntimeError(f"the reader of camera {self.camera_id!r} was started already")
-            self._state = SourceState.CONNECTING
-            self._thread = threading.Thread(
-                target=self._run, name=f"stream-{self.camera_id}", daemon=True
-            )
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the reader and wait up to ``timeout_s`` for its thread to end."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
-            if thread.is_alive():
-                log.warning(
-                    "camera %s: the reader is blocked in a read; it ends within %.0f s",
-                    self.camera_id,
-                    max(self._open_timeout_s, self._read_timeout_s),
-                )
-        with self._lock:
-            self._state = SourceState.STOPPED
+    def _still_running(self) -> str:
+        ends_within = max(self._open_timeout_s, self._read_timeout_s)
+        return f"the reader is blocked in a read; it ends within {ends_within:.0f} s"
 
     def status(self) -> SourceStatus:
         with self._lock:

@@ -21,7 +21,8 @@ import secrets
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast, get_args
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import numpy as np
 from sqlalchemy import exists, func, insert, or_, select
@@ -50,6 +51,7 @@ from hearthwatch.security.store.records import (
     DetectionRecord,
     EnrichmentRow,
     EventDetail,
+    EventFields,
     EventKind,
     EventRecord,
     EventRow,
@@ -84,12 +86,16 @@ from hearthwatch.security.store.validation import (
     check_time,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 MAX_PAGE = 500
 MAX_CURSOR_LENGTH = 512
 MAX_FILTER_ITEMS = 100
 EVENT_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 LockedRow = TypeVar("LockedRow", Track, Window)
+RowT = TypeVar("RowT", bound="DataclassInstance")
 
 
 def new_event_id(started_at: float) -> str:
@@ -132,27 +138,19 @@ def _as_query_error() -> Iterator[None]:
         raise InvalidQueryError(str(exc)) from None
 
 
+def _row(row_type: type[RowT], stored: object, **converted: Any) -> RowT:
+    """The ``row_type`` dataclass of a stored ORM object: each field the value of the column
+    of its name, except those given ``converted``."""
+    named = (f.name for f in fields(row_type) if f.name not in converted)
+    return row_type(**{name: getattr(stored, name) for name in named}, **converted)
+
+
 def _camera_row(camera: Camera) -> CameraRow:
-    return CameraRow(
-        id=camera.id,
-        name=camera.name,
-        origin=cast(CameraOrigin, camera.origin),
-        config=camera.config,
-        created_at=camera.created_at,
-        updated_at=camera.updated_at,
-    )
+    return _row(CameraRow, camera)
 
 
 def _window_row(window: Window) -> WindowRow:
-    return WindowRow(
-        id=window.id,
-        camera_id=window.camera_id,
-        opened_at=window.opened_at,
-        last_detection_at=window.last_detection_at,
-        closes_by=window.closes_by,
-        closed_at=window.closed_at,
-        status=cast(WindowStatus, window.status),
-    )
+    return _row(WindowRow, window)
 
 
 def _event_row(event: Event) -> EventRow:
@@ -160,24 +158,19 @@ def _event_row(event: Event) -> EventRow:
         Reason(text=reason["text"], detection_ids=tuple(reason["detection_ids"]))
         for reason in event.reasons
     )
-    return EventRow(
-        id=event.id,
-        kind=cast(EventKind, event.kind),
-        camera_id=event.camera_id,
-        window_id=event.window_id,
-        started_at=event.started_at,
-        ended_at=event.ended_at,
-        score=event.score,
-        level=cast(Level, event.level),
-        reasons=reasons,
-        analyser=event.analyser,
-        summary=event.summary,
-        labels=tuple(event.labels),
-        zones=tuple(event.zones),
-        snapshot_path=event.snapshot_path,
-        clip_path=event.clip_path,
-        created_at=event.created_at,
+    return _row(
+        EventRow, event, reasons=reasons, labels=tuple(event.labels), zones=tuple(event.zones)
     )
+
+
+def _event_columns(event: EventRecord) -> dict[str, Any]:
+    """The record's fields as the events table holds them (JSON for the reasons and lists)."""
+    columns = {f.name: getattr(event, f.name) for f in fields(EventFields)}
+    columns["reasons"] = [
+        {"text": r.text, "detection_ids": list(r.detection_ids)} for r in event.reasons
+    ]
+    columns["labels"], columns["zones"] = list(event.labels), list(event.zones)
+    return columns
 
 
 def _enrichment_row(enrichment: Enrichment) -> EnrichmentRow:
@@ -185,15 +178,7 @@ def _enrichment_row(enrichment: Enrichment) -> EnrichmentRow:
     if enrichment.embedding is not None:
         embedding = np.frombuffer(enrichment.embedding, dtype="<f4").astype(np.float32)
         embedding.flags.writeable = False
-    return EnrichmentRow(
-        id=enrichment.id,
-        track_key=enrichment.track_id,
-        detection_id=enrichment.detection_id,
-        model=enrichment.model,
-        result=enrichment.result,
-        embedding=embedding,
-        created_at=enrichment.created_at,
-    )
+    return _row(EnrichmentRow, enrichment, track_key=enrichment.track_id, embedding=embedding)
 
 
 def _detection_evidence(detection: Detection) -> DetectionEvidence:
@@ -491,6 +476,7 @@ class EventStore:
         max_score: float | None = None,
         after: float | None = None,
         before: float | None = None,
+        stored_after: float | None = None,
         label: str | None = None,
         kind: EventKind | None = None,
         cursor: str | None = None,
@@ -498,12 +484,38 @@ class EventStore:
     ) -> tuple[list[EventRow], str | None]:
         """Events newest first (by ``started_at``, then id), filtered: on any of ``cameras``,
         any of ``levels``, ``min_score <= score <= max_score``, ``after <= started_at <
-        before``, ``label`` among the event's labels, ``kind``. Answers a page of at most
+        before``, ``created_at > stored_after`` (stored since, however long before it
+        started), ``label`` among the event's labels, ``kind``. Answers a page of at most
         ``limit`` (1–500) and the cursor of the next page (``None`` on the last); the cursor
         must come with the same filters."""
-        conditions = _event_filters(
-            cameras, levels, min_score, max_score, after, before, label, kind
-        )
+        conditions: list[Any] = []
+        with _as_query_error():
+            if cameras is not None:
+                for camera_id in _filter_items("cameras", cameras):
+                    check_camera_id(camera_id)
+                conditions.append(Event.camera_id.in_(list(cameras)))
+            if levels is not None:
+                for level in _filter_items("levels", levels):
+                    check_choice("each of levels", level, LEVELS)
+                conditions.append(Event.level.in_(list(levels)))
+            if min_score is not None:
+                conditions.append(Event.score >= check_number("min_score", min_score, 0.0, 100.0))
+            if max_score is not None:
+                conditions.append(Event.score <= check_number("max_score", max_score, 0.0, 100.0))
+            if min_score is not None and max_score is not None and min_score > max_score:
+                raise InvalidRecordError("min_score is above max_score")
+            if after is not None:
+                conditions.append(Event.started_at >= check_time("after", after))
+            if before is not None:
+                conditions.append(Event.started_at < check_time("before", before))
+            if stored_after is not None:
+                conditions.append(Event.created_at > check_time("stored_after", stored_after))
+            if label is not None:
+                conditions.append(
+                    json_list_has(Event.labels, check_text("label", label, LABEL_LENGTH))
+                )
+            if kind is not None:
+                conditions.append(Event.kind == check_choice("kind", kind, get_args(EventKind)))
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidQueryError(f"limit must be a whole number from 1 to {MAX_PAGE}")
         if cursor is not None:
@@ -741,66 +753,8 @@ def _add_event(session: Session, event: EventRecord) -> str:
                 raise InvalidRecordError(f"reasons cite detections not in the window: {shown}")
         window.status = "analysed"
     event_id = new_event_id(event.started_at)
-    session.add(
-        Event(
-            id=event_id,
-            kind=event.kind,
-            camera_id=event.camera_id,
-            window_id=event.window_id,
-            started_at=event.started_at,
-            ended_at=event.ended_at,
-            score=event.score,
-            level=event.level,
-            reasons=[
-                {"text": r.text, "detection_ids": list(r.detection_ids)} for r in event.reasons
-            ],
-            analyser=event.analyser,
-            summary=event.summary,
-            labels=list(event.labels),
-            zones=list(event.zones),
-            snapshot_path=event.snapshot_path,
-            clip_path=event.clip_path,
-            created_at=event.created_at,
-        )
-    )
+    session.add(Event(id=event_id, **_event_columns(event)))
     return event_id
-
-
-def _event_filters(
-    cameras: Sequence[str] | None,
-    levels: Sequence[Level] | None,
-    min_score: float | None,
-    max_score: float | None,
-    after: float | None,
-    before: float | None,
-    label: str | None,
-    kind: EventKind | None,
-) -> list[Any]:
-    conditions: list[Any] = []
-    with _as_query_error():
-        if cameras is not None:
-            for camera_id in _filter_items("cameras", cameras):
-                check_camera_id(camera_id)
-            conditions.append(Event.camera_id.in_(list(cameras)))
-        if levels is not None:
-            for level in _filter_items("levels", levels):
-                check_choice("each of levels", level, LEVELS)
-            conditions.append(Event.level.in_(list(levels)))
-        if min_score is not None:
-            conditions.append(Event.score >= check_number("min_score", min_score, 0.0, 100.0))
-        if max_score is not None:
-            conditions.append(Event.score <= check_number("max_score", max_score, 0.0, 100.0))
-        if min_score is not None and max_score is not None and min_score > max_score:
-            raise InvalidRecordError("min_score is above max_score")
-        if after is not None:
-            conditions.append(Event.started_at >= check_time("after", after))
-        if before is not None:
-            conditions.append(Event.started_at < check_time("before", before))
-        if label is not None:
-            conditions.append(json_list_has(Event.labels, check_text("label", label, LABEL_LENGTH)))
-        if kind is not None:
-            conditions.append(Event.kind == check_choice("kind", kind, get_args(EventKind)))
-    return conditions
 
 
 def _filter_items(name: str, values: Sequence[str]) -> Sequence[str]:

@@ -155,9 +155,9 @@ class WindowLinkRecord:
 
 
 @dataclass(frozen=True)
-class EventRecord:
-    """An event to store: a window's analysis (``kind`` 'window', ``window_id`` set) or a
-    camera health event (``kind`` 'health', no window). The store assigns its id."""
+class EventFields:
+    """What an event says, as stored: the fields of an :class:`EventRecord` (what is handed to
+    the store) and an :class:`EventRow` (what it answers, with the id it assigned)."""
 
     kind: EventKind
     camera_id: str
@@ -173,8 +173,16 @@ class EventRecord:
     labels: tuple[str, ...]
     zones: tuple[str, ...]
     created_at: float
+    """Epoch seconds at which it was written (stamped as its write is issued, so writes
+    issued at nearly the same time may be stored a little out of this order)."""
     snapshot_path: str | None = None
     clip_path: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord(EventFields):
+    """An event to store: a window's analysis (``kind`` 'window', ``window_id`` set) or a
+    camera health event (``kind`` 'health', no window). The store assigns its id."""
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, get_args(EventKind))
@@ -227,24 +235,11 @@ class WindowRow:
     status: WindowStatus
 
 
-@dataclass(frozen=True)
-class EventRow:
+@dataclass(frozen=True, kw_only=True)
+class EventRow(EventFields):
+    """A stored event: its fields and the id the store gave it."""
+
     id: str
-    kind: EventKind
-    camera_id: str
-    window_id: str | None
-    started_at: float
-    ended_at: float
-    score: float
-    level: Level
-    reasons: tuple[Reason, ...]
-    analyser: str
-    summary: str
-    labels: tuple[str, ...]
-    zones: tuple[str, ...]
-    snapshot_path: str | None
-    clip_path: str | None
-    created_at: float
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,7 @@ class Event(Base):
         Index(None, "started_at", "id"),
         Index(None, "camera_id", "started_at", "id"),
         Index(None, "level", "started_at", "id"),
+        Index(None, "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
