@@ -36,7 +36,7 @@ from hearthwatch.security.store.records import (
     WindowLinkRecord,
     WindowUpdate,
 )
-from hearthwatch.security.store.retention import apply_retention
+from hearthwatch.security.store.retention import ANALYSIS_GRACE_S, apply_retention
 
 T0 = 1_718_000_000.0
 DAY = 86_400.0
@@ -774,6 +774,21 @@ def test_retention_removes_unanalysed_windows_but_never_open_ones(
     assert store.unanalysed_windows() == []
     assert [w.id for w in store.open_windows()] == ["w2"]
     assert store.last_seq(CAMERA) == 2
+
+
+def test_retention_leaves_a_window_closed_within_the_grace_to_its_analysis(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Old footage (a folder's files keep their own times) makes an old window closed just
+    now: its analysis may be under way, so neither age nor size removes it yet."""
+    closed_window(store, "w1", 1, ["front-t1"])  # closed at T0 + 31
+    just_after = T0 + 31 + ANALYSIS_GRACE_S / 2
+    report = apply_retention(store, tmp_path, now=just_after, max_age_days=0, max_bytes=0)
+    assert report.windows_deleted == 0
+    assert [w.id for w in store.unanalysed_windows()] == ["w1"]
+    later = T0 + 31 + ANALYSIS_GRACE_S + 1
+    report = apply_retention(store, tmp_path, now=later, max_age_days=0, max_bytes=0)
+    assert report.windows_deleted == 1 and store.unanalysed_windows() == []
 
 
 def test_retention_never_deletes_outside_the_data_directory(

@@ -60,10 +60,13 @@ class Camera:
             stream_hosts=[],
         )
 
-    def last_error(self) -> str | None:
+    def watcher(self) -> FolderWatcher:
         source = self.runtime.source
         assert isinstance(source, FolderWatcher)
-        return source.status().last_error
+        return source
+
+    def last_error(self) -> str | None:
+        return self.watcher().status().last_error
 
     def run_until(
         self, loop: asyncio.AbstractEventLoop, done: Callable[[], object], timeout_s: float = 10
@@ -79,6 +82,16 @@ class Camera:
         loop.run_until_complete(asyncio.sleep(0))
 
 
+def stuck_folder(tmp_path: Path) -> tuple[Spool, Path]:
+    """A spool, and a camera folder holding ``a.jpg`` where ``done`` is a plain file: a file
+    taken from it stays in the folder, as after a kill between spooling and moving it."""
+    spool, folder = Spool(tmp_path / "data"), tmp_path / "media" / "garden"
+    folder.mkdir(parents=True)
+    (folder / "done").write_text("not a directory")
+    (folder / "a.jpg").write_bytes(jpeg(60))
+    return spool, folder
+
+
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
@@ -89,10 +102,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def test_a_file_spooled_before_a_kill_and_not_moved_is_not_taken_again(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    spool, folder = Spool(tmp_path / "data"), tmp_path / "media" / "garden"
-    folder.mkdir(parents=True)
-    (folder / "done").write_text("not a directory")  # so the taken file stays in the folder
-    (folder / "a.jpg").write_bytes(jpeg(60))
+    spool, folder = stuck_folder(tmp_path)
     first = Camera(spool, folder, loop)
     first.run_until(loop, first.last_error)
     assert "cannot be moved to done/" in (first.last_error() or "")
@@ -130,10 +140,7 @@ def test_a_file_changed_since_it_was_taken_is_taken_again(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
     """The camera uploaded a new picture under the old name before the restart."""
-    spool, folder = Spool(tmp_path / "data"), tmp_path / "media" / "garden"
-    folder.mkdir(parents=True)
-    (folder / "done").write_text("not a directory")
-    (folder / "a.jpg").write_bytes(jpeg(60))
+    spool, folder = stuck_folder(tmp_path)
     first = Camera(spool, folder, loop)
     first.run_until(loop, lambda: first.queued)
     (folder / "done").unlink()
@@ -146,10 +153,7 @@ def test_a_file_changed_since_it_was_taken_is_taken_again(
 def test_a_file_that_cannot_be_moved_is_not_taken_again_after_two_restarts(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    spool, folder = Spool(tmp_path / "data"), tmp_path / "media" / "garden"
-    folder.mkdir(parents=True)
-    (folder / "done").write_text("not a directory")
-    (folder / "a.jpg").write_bytes(jpeg(60))
+    spool, folder = stuck_folder(tmp_path)
     first = Camera(spool, folder, loop)
     first.run_until(loop, lambda: first.queued)
     for _ in range(2):
@@ -170,8 +174,24 @@ def test_the_ledger_of_another_folder_or_an_unreadable_one_is_ignored(tmp_path: 
     assert not FolderLedger(path, tmp_path / "new", 1).recovered("a.jpg", data)
     path.write_text("{not json")
     assert not FolderLedger(path, tmp_path / "old", 1).recovered("a.jpg", data)
+    (tmp_path / "old" / "b.jpg").write_bytes(data)
     FolderLedger(path, tmp_path / "old", 1).taking("b.jpg", data, 2)  # and it is rewritten
     assert FolderLedger(path, tmp_path / "old", 2).recovered("b.jpg", data)
+
+
+def test_the_entry_of_a_file_moved_away_is_dropped_when_the_ledger_is_loaded(
+    tmp_path: Path,
+) -> None:
+    """The last file taken was moved; the same picture uploaded again under its name after a
+    restart is a new upload, taken."""
+    path, folder, data = tmp_path / LEDGER_NAME, tmp_path / "garden", jpeg(60)
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(data)
+    FolderLedger(path, folder, 0).taking("a.jpg", data, 1)
+    (folder / "a.jpg").unlink()  # moved under done/
+    restarted = FolderLedger(path, folder, 1)
+    (folder / "a.jpg").write_bytes(data)
+    assert not restarted.recovered("a.jpg", data)
 
 
 def test_a_quarantined_frame_keeps_its_sequence_number_taken(tmp_path: Path) -> None:
@@ -179,3 +199,23 @@ def test_a_quarantined_frame_keeps_its_sequence_number_taken(tmp_path: Path) -> 
     spool.put(CAMERA, 1, 0.0, "push", jpeg(10), "jpg")
     spool.quarantine(spool.put(CAMERA, 2, 0.1, "push", jpeg(20), "jpg"))
     assert spool.last_seq(CAMERA) == 2
+
+
+def test_a_file_that_cannot_be_spooled_stays_and_is_taken_once_the_disk_lets_it(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A full or failing disk is not a corrupt file: the file stays in the folder, uncounted,
+    and is taken at a later poll."""
+    spool, folder = Spool(tmp_path / "data"), tmp_path / "media" / "garden"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(jpeg(60))
+    spool.root.mkdir(parents=True)
+    (spool.root / CAMERA).write_text("a file where the camera's spool folder goes")
+    camera = Camera(spool, folder, loop)
+    camera.run_until(loop, lambda: camera.watcher().status().busy_retries >= 2)
+    assert (folder / "a.jpg").exists() and not (folder / "failed").exists()
+    assert camera.queued == [] and camera.runtime.counters.snapshot()["frames_in"] == 0
+    (spool.root / CAMERA).unlink()
+    camera.run_until(loop, lambda: not (folder / "a.jpg").exists())
+    assert [item.frame.seq for item in camera.queued] == [1]
+    assert camera.runtime.counters.snapshot()["frames_in"] == 1

@@ -178,6 +178,33 @@ def test_name_collisions_in_done_get_numbered_names(
     assert (done / "front-3.jpg").read_bytes() == b"newer"
 
 
+class Replacing(Consumer):
+    """Accepts each file, and while handling the first, the camera uploads a new picture under
+    the same name (written beside it, renamed over it)."""
+
+    def __call__(self, path: Path, data: bytes, mtime: float) -> FileVerdict:
+        if not self.calls:
+            staged = path.with_name(".upload.tmp")
+            staged.write_bytes(b"NEW-PICTURE")
+            os.replace(staged, path)
+        return super().__call__(path, data, mtime)
+
+
+@pytest.mark.parametrize("after", ["move", "delete"])
+def test_a_file_replaced_while_it_is_handled_is_taken_in_turn_not_moved_unseen(
+    tmp_path: Path, watch: Callable[..., FolderWatcher], after: str
+) -> None:
+    put(tmp_path, "snap.jpg", b"OLD-PICTURE")
+    consumer = Replacing()
+    watcher = watch(tmp_path, consumer, after=after)
+    wait_for(lambda: watcher.status().files_taken == 2, "both pictures")
+    assert [data for _, data, *_ in consumer.calls] == [b"OLD-PICTURE", b"NEW-PICTURE"]
+    assert not (tmp_path / "snap.jpg").exists()
+    if after == "move":
+        assert (tmp_path / "done" / "snap.jpg").read_bytes() == b"NEW-PICTURE"
+        assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["snap.jpg"]
+
+
 def test_accepted_files_are_deleted_when_configured(
     tmp_path: Path, watch: Callable[..., FolderWatcher]
 ) -> None:

@@ -395,15 +395,16 @@ def run(
     pusher.go.set()
 
     def queued() -> bool:
+        # a margin over QUEUED_AT_KILL: the detector goes on until the kill
         last = max(db.frames(), default=0)
-        return len([seq for seq in spooled(data_dir) if seq > last]) >= QUEUED_AT_KILL
+        return len([seq for seq in spooled(data_dir) if seq > last]) >= QUEUED_AT_KILL + 2
 
     wait_for(lambda: queued() or pusher.error, 120, "frames queued behind the open window")
-    # and a push in flight, if any is left: killed 0-50 ms into it (while the server receives,
-    # checks, spools or answers it)
+    # and a push in flight, if any is left (one starts every PUSH_EVERY_S): killed 0-50 ms into
+    # it (while the server receives, checks, spools or answers it)
     pusher.sending.clear()
     delay = random.uniform(0, 0.05)
-    if pusher.sending.wait(2):
+    if pusher.is_alive() and pusher.sending.wait(0.5):
         time.sleep(delay)
     kill(server)
     pusher.join(60)
@@ -618,7 +619,7 @@ def test_kill_9_loses_and_repeats_no_stream_or_folder_frame(
         server = start("a")
         wait_for(
             lambda: (
-                len(queued(DRIVE)) >= QUEUED_AT_KILL
+                len(queued(DRIVE)) >= QUEUED_AT_KILL + 2  # the detector goes on until the kill
                 and FOLDER_FILES in set(spooled(data_dir, YARD)) | set(db.frames(YARD))
             ),
             120,

@@ -196,6 +196,7 @@ class CameraRuntime:
         self._pending_lock = threading.Lock()
         self._last_pushed: bytes | None = None
         self._ledger: FolderLedger | None = None
+        self._spool_error: str | None = None  # confined to the folder watcher's thread
         self.source: StreamReader | FolderWatcher | None = None
 
     @property
@@ -347,17 +348,28 @@ class CameraRuntime:
             return FileVerdict.CORRUPT, str(exc)  # the watcher logs it, once, with where it went
         if not self._admission.try_take():
             return FileVerdict.BUSY
-        self.counters.add("frames_in")
-        self.last_frame_at = time.time()
         with self._admit_lock:
             try:
                 ledger.taking(path.name, data, self._seq + 1)
                 frame = self._admit("folder", mtime, data, ext)
+            except OSError as exc:  # the disk, not the file: taken again at a later poll
+                self._admission.give_back()
+                self._spool_failed(path.name, exc)
+                return FileVerdict.BUSY
             except BaseException:
                 self._admission.give_back()
                 raise
+            self.counters.add("frames_in")
+            self.last_frame_at = time.time()
             self._to_lane(LaneItem(frame, image, gated=False))
         return FileVerdict.ACCEPTED
+
+    def _spool_failed(self, name: str, exc: OSError) -> None:
+        """Log a folder file that could not be spooled, once for each new reason."""
+        why = f"'{name}' could not be spooled ({exc.strerror or exc}); it is tried again"
+        if why != self._spool_error:
+            self._spool_error = why
+            log.warning("camera %s: %s", self.id, why)
 
     def spool_pushed(self, data: bytes, captured_at: float) -> PushAck:
         """A pushed frame (worker thread): refused unless it is a whole JPEG or PNG within the

@@ -13,9 +13,10 @@ between the two writes): its file is taken anew.
 
 The ledger is ``<spool>/<camera>/.folder-ledger.json``. It keeps the entries of files still in
 the folder (those not moved yet, or that could not be moved) and the one being taken; the rest
-are dropped at each write. A ledger of another folder (the camera's path changed) is ignored.
-A byte-identical file uploaded again under the same name right after a restart, before its
-first copy's entry is dropped, counts as taken: it is the same picture.
+are dropped at each write and at each load. A ledger of another folder (the camera's path
+changed) is ignored. A byte-identical file uploaded again under the name of the last file taken,
+after that one was moved and before the process restarts (or the camera is edited), counts as
+taken: it is the same picture.
 
 Confined to the camera's folder-watcher thread (the runtime calls it under its admission lock).
 """
@@ -58,7 +59,7 @@ class FolderLedger:
         self._taken: dict[str, TakenFile] = {}
         self._recovered: dict[str, TakenFile] = {}
         for entry in self._load():
-            if entry.seq <= seq_start:
+            if entry.seq <= seq_start and os.path.lexists(folder / entry.name):
                 self._taken[entry.name] = self._recovered[entry.name] = entry
 
     def _load(self) -> list[TakenFile]:

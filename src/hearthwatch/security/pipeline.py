@@ -26,7 +26,8 @@ processed in order) is only tidied, so nothing is counted twice.
 
 Confinement. Sources are checked against ``SOURCE_ROOTS`` and ``STREAM_HOSTS`` (and kept out of
 ``DATA_DIR``) when a camera is created or updated, from the cameras file or the API, and again
-for stored cameras at every start.
+for stored cameras at every start; no two cameras watch one folder. Creating, replacing and
+deleting a camera are each done whole, one at a time (``_editing``).
 
 :class:`Pipeline` is event-loop-confined; the store runs on one writer thread (so writes keep
 the order they were issued in) and its reads on worker threads.
@@ -81,6 +82,7 @@ from hearthwatch.security.sources.config import (
     RtspSourceConfig,
 )
 from hearthwatch.security.sources.confinement import ConfinementError, check_path, check_stream_url
+from hearthwatch.security.sources.folder import DONE_DIR, FAILED_DIR
 from hearthwatch.security.sources.status import SourceState, SourceStatus
 from hearthwatch.security.spool import Spool, SpooledFrame
 from hearthwatch.security.store.database import open_database
@@ -148,6 +150,9 @@ class Pipeline:
         self._enriching = asyncio.Semaphore(ENRICH_CONCURRENCY)
         self._closing = False
         self._last_retention = 0.0
+        self._editing = asyncio.Lock()
+        """Held across each whole create, replace or delete of a camera: its check, store write
+        and runtime start or stop."""
         self._retention: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -217,8 +222,11 @@ class Pipeline:
         )
         for note in loaded.notes:
             log.warning("cameras: %s", note)
+        await asyncio.to_thread(
+            check_folders_distinct,
+            [await self._check_source(config) for config in loaded.cameras],
+        )
         for config in loaded.cameras:
-            await self._check_source(config)
             stored = await asyncio.to_thread(self.store.get_camera, config.id)
             dumped = config.model_dump(mode="json")
             if stored is not None and dict(stored.config) != dumped:
@@ -240,15 +248,16 @@ class Pipeline:
                 log.error("stored camera %s is not valid any more, not started: %s", row.id, exc)
                 continue
             try:  # SOURCE_ROOTS or STREAM_HOSTS may have narrowed since it was created
-                await self._check_source(config)
+                config = await self._check_source(config)
+                check_folders_distinct([*(c for c, _ in cameras), config])
             except InvalidCameraError as exc:
                 log.error("stored camera %s is not started: %s", row.id, exc)
                 continue
             cameras.append((config, "api"))
         return cameras
 
-    async def _check_source(self, config: CameraConfig) -> None:
-        await asyncio.to_thread(check_source, config, self.settings)
+    async def _check_source(self, config: CameraConfig) -> CameraConfig:
+        return await asyncio.to_thread(check_source, config, self.settings)
 
     async def _start_camera(
         self, config: CameraConfig, origin: CameraOrigin, *, source: bool = True
@@ -312,39 +321,51 @@ class Pipeline:
 
     async def add_camera(self, fields: dict[str, Any]) -> CameraView:
         config = _validated_camera(fields)
-        if config.id in self.cameras:
-            raise CameraConflictError(f"camera '{config.id}' exists already")
-        await self._check_source(config)
-        dumped = config.model_dump(mode="json")
-        await self._write(
-            self.store.put_camera, config.id, config.name, "api", dumped, now=time.time()
-        )
-        await self._start_camera(config, "api")
+        async with self._editing:
+            if config.id in self.cameras:
+                raise CameraConflictError(f"camera '{config.id}' exists already")
+            config = await self._checked_api_camera(config)
+            dumped = config.model_dump(mode="json")
+            await self._write(
+                self.store.put_camera, config.id, config.name, "api", dumped, now=time.time()
+            )
+            await self._start_camera(config, "api")
         return CameraView(config, "api")
 
     async def replace_camera(self, camera_id: str, fields: dict[str, Any]) -> CameraView:
-        runtime = self._api_camera(camera_id)
         config = _validated_camera({**fields, "id": camera_id})
-        await self._check_source(config)
-        await self._write(
-            self.store.put_camera,
-            config.id,
-            config.name,
-            "api",
-            config.model_dump(mode="json"),
-            now=time.time(),
-        )
-        left = await self._stop_camera(runtime.id)
-        replaced = await self._start_camera(config, "api", source=False)
-        await self._requeue(replaced, left)
-        await asyncio.to_thread(replaced.start_source)
+        async with self._editing:
+            runtime = self._api_camera(camera_id)
+            config = await self._checked_api_camera(config)
+            await self._write(
+                self.store.put_camera,
+                config.id,
+                config.name,
+                "api",
+                config.model_dump(mode="json"),
+                now=time.time(),
+            )
+            left = await self._stop_camera(runtime.id)
+            replaced = await self._start_camera(config, "api", source=False)
+            await self._requeue(replaced, left)
+            await asyncio.to_thread(replaced.start_source)
         return CameraView(config, "api")
 
     async def remove_camera(self, camera_id: str) -> None:
-        self._api_camera(camera_id)
-        for frame in await self._stop_camera(camera_id):  # what it sent last goes with it
-            await asyncio.to_thread(self.spool.discard, frame)
-        await self._write(self.store.delete_camera, camera_id)
+        async with self._editing:
+            self._api_camera(camera_id)
+            for frame in await self._stop_camera(camera_id):  # what it sent last goes with it
+                await asyncio.to_thread(self.spool.discard, frame)
+            await self._write(self.store.delete_camera, camera_id)
+
+    async def _checked_api_camera(self, config: CameraConfig) -> CameraConfig:
+        """``config`` with its source checked (see :func:`check_source`) and its ``file`` or
+        ``folder`` path made absolute (a relative one would name another place after a start
+        from another directory); refused when another camera watches its folder."""
+        config = await self._check_source(config)
+        others = [r.config for r in self.cameras.values() if r.id != config.id]
+        check_folders_distinct([*others, config])
+        return config
 
     def _api_camera(self, camera_id: str) -> CameraRuntime:
         runtime = self.camera(camera_id)
@@ -799,9 +820,10 @@ class _Reading:
         return len(self.runtime.windows.open_windows())
 
 
-def check_source(config: CameraConfig, settings: Settings) -> None:
+def check_source(config: CameraConfig, settings: Settings) -> CameraConfig:
     """Refuse a camera whose ``file``/``folder`` source lies outside ``SOURCE_ROOTS`` or whose
-    stream host is not in ``STREAM_HOSTS`` (blocking: a host name is resolved)."""
+    stream host is not in ``STREAM_HOSTS`` (blocking: a host name is resolved); answers the
+    camera with its ``file``/``folder`` path resolved."""
     source = config.source
     try:
         if isinstance(source, FileSourceConfig | FolderSourceConfig):
@@ -812,19 +834,42 @@ def check_source(config: CameraConfig, settings: Settings) -> None:
                     f"camera '{config.id}': its source may not read the data directory "
                     "(DATA_DIR), where frames are spooled"
                 )
-        elif isinstance(source, RtspSourceConfig | HttpSourceConfig):
+            return config.model_copy(update={"source": source.model_copy(update={"path": path})})
+        if isinstance(source, RtspSourceConfig | HttpSourceConfig):
             check_stream_url(source.url, settings.stream_hosts)
     except ConfinementError as exc:
         raise InvalidCameraError(f"camera '{config.id}': {exc}") from None
+    return config
+
+
+def check_folders_distinct(configs: Sequence[CameraConfig]) -> None:
+    """Refuse two cameras watching one folder (each would take, and detect, the other's
+    files), or one watching another's ``done/`` or ``failed/``."""
+    watched: dict[Path, str] = {}
+    for config in configs:
+        source = config.source
+        if not isinstance(source, FolderSourceConfig):
+            continue
+        folder = source.path.resolve()
+        for taken in (folder, folder / DONE_DIR, folder / FAILED_DIR):
+            other = watched.get(taken)
+            if other is not None:
+                raise InvalidCameraError(
+                    f"camera '{config.id}': camera '{other}' watches the folder "
+                    f"{str(source.path)!r} already (or it is where that camera moves its files)"
+                )
+        watched[folder] = config.id
+        for moved in (folder / DONE_DIR, folder / FAILED_DIR):
+            watched.setdefault(moved, config.id)
 
 
 def check_cameras_file(settings: Settings) -> None:
     """Validate the configured cameras (the config file's and ``CAMERAS_FILE``'s) before the
-    server starts: a bad field or a source outside its confinement raises an error naming the
-    camera and the field (blocking)."""
+    server starts: a bad field, a source outside its confinement or a folder watched twice
+    raises an error naming the camera and the field (blocking)."""
     if settings.pipeline_enabled:
-        for config in configured_cameras(settings.cameras, settings.cameras_file).cameras:
-            check_source(config, settings)
+        configs = configured_cameras(settings.cameras, settings.cameras_file).cameras
+        check_folders_distinct([check_source(config, settings) for config in configs])
 
 
 def _opened_store(url: str) -> EventStore:

@@ -69,6 +69,10 @@ class _Seen:
     since: float
 
 
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
 class _RefusedError(Exception):
     """A file refused before reading; the message says why."""
 
@@ -234,15 +238,35 @@ class FolderWatcher(ThreadedSource):
         # not blocking: a FIFO swapped in since the check must not hang the thread
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
                 raise _RefusedError("it is not a regular file")
+            if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+                return None  # another file was put under the name since it was listed
             data = file.read(self._max_file_bytes + 1)
         if len(data) > self._max_file_bytes:
             raise _RefusedError(f"it is larger than {self._max_file_bytes} bytes")
         return data if len(data) == info.st_size else None
 
+    def _replaced(self, name: str, info: os.stat_result) -> bool:
+        """Whether the name holds another file than the one handled (a camera that uploads
+        ``snapshot.jpg`` again by renaming over it): that one is left to settle and be taken
+        in turn. Checked just before the move; a replacement in the microseconds between the
+        check and the move is not caught."""
+        try:
+            now = os.lstat(self._folder / name)
+        except FileNotFoundError:
+            return False
+        if _identity(now) == _identity(info):
+            return False
+        self._seen.pop(name, None)
+        log.info("camera %s: '%s' was replaced while it was handled", self.camera_id, name)
+        return True
+
     def _dispose(self, name: str, info: os.stat_result, subdir: str, why: str | None) -> None:
         """Move the file under ``subdir``, logging ``why`` (a failure) if given."""
+        if self._replaced(name, info):
+            return
         try:
             destination = self._free_name(subdir, name)
             os.rename(self._folder / name, destination)
@@ -259,6 +283,8 @@ class FolderWatcher(ThreadedSource):
             log.warning("camera %s: %s", self.camera_id, message)
 
     def _delete(self, name: str, info: os.stat_result) -> None:
+        if self._replaced(name, info):
+            return
         try:
             os.unlink(self._folder / name)
         except FileNotFoundError:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from hearthwatch.security.sources.status import SourceState
 
 
-class ThreadedSource:
+class ThreadedSource(ABC):
     """One camera's source on a thread of its own. A subclass names itself (``_noun``, the
     thread's ``_thread_prefix``), logs to its module's ``_log``, and implements ``_run`` (which
     ends once ``_stop`` is set) and ``_still_running`` (the warning when ``stop`` gives up
@@ -60,9 +61,9 @@ class ThreadedSource:
         with self._lock:
             self._state = SourceState.STOPPED
 
-    def _run(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _run(self) -> None: ...
 
+    @abstractmethod
     def _still_running(self) -> str:
         """Why the thread has not ended when ``stop`` stops waiting for it."""
-        raise NotImplementedError

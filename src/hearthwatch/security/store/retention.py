@@ -4,7 +4,8 @@ of what remains until the stored files fit the size limit.
 What it removes comes in units, each in its own transaction, oldest first (by start time):
 
 - an event: its row and files (snapshot, clip); for a window event also its window;
-- a closed window that has no event yet (its analysis never came);
+- a closed window that has no event yet (its analysis never came), once it closed
+  :data:`ANALYSIS_GRACE_S` ago;
 - a frame none of whose detections remain (or that had none), with its image.
 
 Removing a window removes its detections, its links to other windows, the frames left without
@@ -46,6 +47,9 @@ from hearthwatch.security.store.schema import (
 from hearthwatch.security.store.validation import MAX_INT64, check_int, check_number, check_time
 
 SECONDS_PER_DAY = 86_400.0
+ANALYSIS_GRACE_S = 3600.0
+"""A closed window without an event is removed only once it closed this long ago: before that,
+its analysis may be under way (or retried), and would find its window gone."""
 MAX_AGE_DAYS = 36_500.0
 BATCH = 100
 CHUNK = 500
@@ -173,23 +177,26 @@ def apply_retention(
     check_int("max_bytes", max_bytes, 0, MAX_INT64)
     run = _Run(store, data_dir.resolve())
     cutoff = now - max_age_days * SECONDS_PER_DAY
-    for unit in _oldest_first(store, before=cutoff):
+    closed_before = now - ANALYSIS_GRACE_S
+    for unit in _oldest_first(store, before=cutoff, closed_before=closed_before):
         run.remove(unit)
     kept = run.referenced_bytes()
     if kept > max_bytes:
-        for unit in _oldest_first(store, before=None):
+        for unit in _oldest_first(store, before=None, closed_before=closed_before):
             kept -= run.remove(unit)
             if kept <= max_bytes:
                 break
     return run.report(max(kept, 0))
 
 
-def _oldest_first(store: EventStore, *, before: float | None) -> Iterator[_Unit]:
+def _oldest_first(
+    store: EventStore, *, before: float | None, closed_before: float
+) -> Iterator[_Unit]:
     """Removable units, oldest first, in batches read afresh (the caller removes each before
     asking for the next); ends when none is left or a batch brings nothing new."""
     seen: set[tuple[UnitKind, str | int]] = set()
     while True:
-        batch = store.database.read(lambda session: _oldest_units(session, before))
+        batch = store.database.read(lambda session: _oldest_units(session, before, closed_before))
         fresh = [unit for unit in batch if (unit.kind, unit.key) not in seen]
         if not fresh:
             return
@@ -198,11 +205,11 @@ def _oldest_first(store: EventStore, *, before: float | None) -> Iterator[_Unit]
             yield unit
 
 
-def _oldest_units(session: Session, before: float | None) -> list[_Unit]:
+def _oldest_units(session: Session, before: float | None, closed_before: float) -> list[_Unit]:
     events = select(Event.started_at, Event.id).order_by(Event.started_at, Event.id)
     windows = (
         select(Window.opened_at, Window.id)
-        .where(Window.status == "closed")
+        .where(Window.status == "closed", Window.closed_at < closed_before)
         .order_by(Window.opened_at, Window.id)
     )
     frames = (
