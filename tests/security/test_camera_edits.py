@@ -7,6 +7,7 @@ not detection)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,9 +21,10 @@ from hearthwatch.config import Settings
 from hearthwatch.security.errors import (
     CameraConflictError,
     InvalidCameraError,
+    PipelineClosedError,
     UnknownCameraError,
 )
-from hearthwatch.security.pipeline import Pipeline
+from hearthwatch.security.pipeline import Pipeline, check_cameras_file
 
 
 def with_pipeline(tmp_path: Path, work: Callable[[Pipeline, Path], Awaitable[None]]) -> None:
@@ -51,8 +53,13 @@ def folder_camera(camera_id: str, folder: Path) -> dict[str, Any]:
     return {"id": camera_id, "source": {"type": "folder", "path": str(folder)}}
 
 
+CAMERAS = ("garden", "porch")
+"""This module's cameras (other modules' watchers may still be ending in this process)."""
+
+
 def watcher_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("folder-")]
+    names = {f"folder-{camera}" for camera in CAMERAS}
+    return [t.name for t in threading.enumerate() if t.name in names]
 
 
 def test_concurrent_creates_of_one_id_start_one_camera(tmp_path: Path) -> None:
@@ -83,10 +90,13 @@ def test_concurrent_replace_and_delete_of_one_camera_end_consistent(tmp_path: Pa
             pipeline.replace_camera("porch", folder_camera("porch", media / "b")),
             return_exceptions=True,
         )
-        # in order: replaced, deleted, then unknown (404), never a KeyError (500)
-        assert not isinstance(results[0], BaseException), results
+        # each whole, in some order: the delete succeeds, a replace before it too, one after it
+        # finds no camera (404), never a KeyError (500)
         assert results[1] is None, results
-        assert isinstance(results[2], UnknownCameraError), results
+        for result in (results[0], results[2]):
+            assert not isinstance(result, BaseException) or isinstance(
+                result, UnknownCameraError
+            ), results
         assert pipeline.list_cameras() == [] and watcher_threads() == []
 
     with_pipeline(tmp_path, work)
@@ -96,16 +106,42 @@ def test_two_cameras_may_not_watch_one_folder_or_its_done_folder(tmp_path: Path)
     async def work(pipeline: Pipeline, media: Path) -> None:
         (media / "shared" / "done").mkdir(parents=True)
         (media / "other").mkdir()
+        (media / "alias").symlink_to(media / "shared")
         await pipeline.add_camera(folder_camera("first", media / "shared"))
-        for clash in (media / "shared", media / "other" / ".." / "shared", media / "shared/done"):
+        clashes = [
+            media / "shared",
+            media / "other" / ".." / "shared",
+            media / "alias",  # a link to it
+            media / "shared" / "done",  # where it moves its files
+        ]
+        for clash in clashes:
             with pytest.raises(InvalidCameraError, match="camera 'first' watches the folder"):
                 await pipeline.add_camera(folder_camera("second", clash))
         await pipeline.add_camera(folder_camera("second", media / "other"))
         with pytest.raises(InvalidCameraError, match="camera 'first' watches the folder"):
             await pipeline.replace_camera("second", folder_camera("second", media / "shared"))
         await pipeline.replace_camera("first", folder_camera("first", media / "shared"))
+        # a camera whose done/ is another camera's folder
+        (media / "upper").mkdir()
+        (media / "upper" / "done").symlink_to(media / "other")
+        with pytest.raises(InvalidCameraError, match="camera 'second' watches the folder"):
+            await pipeline.add_camera(folder_camera("third", media / "upper"))
 
     with_pipeline(tmp_path, work)
+
+
+def test_a_cameras_file_with_two_cameras_on_one_folder_stops_start_up(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    (media / "garden").mkdir(parents=True)
+    cameras = {
+        "front": {"source": {"type": "folder", "path": str(media / "garden")}},
+        "back": {"source": {"type": "folder", "path": str(media / "garden") + "/"}},
+    }
+    settings = Settings(
+        data_dir=tmp_path / "data", source_roots=[media], cameras=cameras, use_gpu=False
+    )
+    with pytest.raises(InvalidCameraError, match="camera 'back': camera 'front' watches"):
+        check_cameras_file(settings)
 
 
 def test_a_relative_source_path_is_stored_absolute(
@@ -114,10 +150,36 @@ def test_a_relative_source_path_is_stored_absolute(
     monkeypatch.chdir(tmp_path)
 
     async def work(pipeline: Pipeline, media: Path) -> None:
-        (media / "garden").mkdir()
-        view = await pipeline.add_camera(folder_camera("garden", Path("media/garden")))
-        assert view.config.source.path == media / "garden"  # type: ignore[union-attr]
-        stored = await asyncio.to_thread(pipeline.store.get_camera, "garden")
-        assert stored is not None and stored.config["source"]["path"] == str(media / "garden")
+        for name in ("garden", "porch"):
+            (media / name).mkdir()
+        for edit, path in ((pipeline.add_camera, "garden"), (pipeline.replace_camera, "porch")):
+            fields = folder_camera("garden", Path("media") / path)
+            view = await (edit(fields) if path == "garden" else edit("garden", fields))  # type: ignore[operator]
+            absolute = Path(os.path.abspath(Path("media") / path))
+            assert view.config.source.path == absolute  # type: ignore[union-attr]
+            stored = await asyncio.to_thread(pipeline.store.get_camera, "garden")
+            assert stored is not None and stored.config["source"]["path"] == str(absolute)
 
     with_pipeline(tmp_path, work)
+
+
+def test_no_camera_is_edited_once_the_pipeline_stops(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    (media / "garden").mkdir(parents=True)
+    settings = Settings(
+        data_dir=tmp_path / "data", source_roots=[media], use_gpu=False, llm_enabled=False
+    )
+
+    async def run() -> None:
+        pipeline = Pipeline(settings, SlowDetector(), None, CollectorRegistry())  # type: ignore[arg-type]
+        await pipeline.start()
+        adding = asyncio.create_task(pipeline.add_camera(folder_camera("garden", media / "garden")))
+        await asyncio.sleep(0)  # the add is under way (checking its source)
+        await pipeline.stop()
+        with pytest.raises(PipelineClosedError):
+            await adding
+        with pytest.raises(PipelineClosedError):
+            await pipeline.add_camera(folder_camera("porch", media / "garden"))
+        assert watcher_threads() == []
+
+    asyncio.run(run())

@@ -36,7 +36,7 @@ from hearthwatch.security.store.records import (
     WindowLinkRecord,
     WindowUpdate,
 )
-from hearthwatch.security.store.retention import ANALYSIS_GRACE_S, apply_retention
+from hearthwatch.security.store.retention import apply_retention
 
 T0 = 1_718_000_000.0
 DAY = 86_400.0
@@ -776,18 +776,18 @@ def test_retention_removes_unanalysed_windows_but_never_open_ones(
     assert store.last_seq(CAMERA) == 2
 
 
-def test_retention_leaves_a_window_closed_within_the_grace_to_its_analysis(
-    store: EventStore, tmp_path: Path
-) -> None:
-    """Old footage (a folder's files keep their own times) makes an old window closed just
-    now: its analysis may be under way, so neither age nor size removes it yet."""
-    closed_window(store, "w1", 1, ["front-t1"])  # closed at T0 + 31
-    just_after = T0 + 31 + ANALYSIS_GRACE_S / 2
-    report = apply_retention(store, tmp_path, now=just_after, max_age_days=0, max_bytes=0)
-    assert report.windows_deleted == 0
+def test_retention_leaves_a_window_under_analysis_alone(store: EventStore, tmp_path: Path) -> None:
+    """Old footage (a folder's files keep their own times) closes windows that are old by
+    every clock: while the pipeline analyses one, neither age nor size removes it."""
+    closed_window(store, "w1", 1, ["front-t1"])
+    closed_window(store, "w2", 2, ["front-t2"])
+    later = T0 + 100 * DAY
+    report = apply_retention(
+        store, tmp_path, now=later, max_age_days=1, max_bytes=0, analysing={"w1"}.__contains__
+    )
+    assert report.windows_deleted == 1
     assert [w.id for w in store.unanalysed_windows()] == ["w1"]
-    later = T0 + 31 + ANALYSIS_GRACE_S + 1
-    report = apply_retention(store, tmp_path, now=later, max_age_days=0, max_bytes=0)
+    report = apply_retention(store, tmp_path, now=later, max_age_days=1, max_bytes=0)
     assert report.windows_deleted == 1 and store.unanalysed_windows() == []
 
 

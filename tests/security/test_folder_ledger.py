@@ -6,6 +6,7 @@ a plain file stands there), then a new runtime on the same spool, as after a res
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from hearthwatch.security.admission import DetectionAdmission
 from hearthwatch.security.camera import CameraRuntime, LaneItem
 from hearthwatch.security.cameras import CameraConfig
 from hearthwatch.security.folder_ledger import LEDGER_NAME, FolderLedger
-from hearthwatch.security.sources.folder import FolderWatcher
+from hearthwatch.security.sources.folder import FileVerdict, FolderWatcher
 from hearthwatch.security.spool import Spool
 
 CAMERA = "garden"
@@ -170,28 +171,37 @@ def test_the_ledger_of_another_folder_or_an_unreadable_one_is_ignored(tmp_path: 
     FolderLedger(path, tmp_path / "old", 0).taking("a.jpg", data, 1)
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "a.jpg").write_bytes(data)
-    assert FolderLedger(path, tmp_path / "old", 1).recovered("a.jpg", data)
-    assert not FolderLedger(path, tmp_path / "new", 1).recovered("a.jpg", data)
+    assert FolderLedger(path, tmp_path / "old", 1).taken("a.jpg", data)
+    assert not FolderLedger(path, tmp_path / "new", 1).taken("a.jpg", data)
     path.write_text("{not json")
-    assert not FolderLedger(path, tmp_path / "old", 1).recovered("a.jpg", data)
+    assert not FolderLedger(path, tmp_path / "old", 1).taken("a.jpg", data)
     (tmp_path / "old" / "b.jpg").write_bytes(data)
     FolderLedger(path, tmp_path / "old", 1).taking("b.jpg", data, 2)  # and it is rewritten
-    assert FolderLedger(path, tmp_path / "old", 2).recovered("b.jpg", data)
+    assert FolderLedger(path, tmp_path / "old", 2).taken("b.jpg", data)
 
 
-def test_the_entry_of_a_file_moved_away_is_dropped_when_the_ledger_is_loaded(
-    tmp_path: Path,
+def test_a_file_handed_on_again_after_a_touch_is_not_spooled_twice(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    """The last file taken was moved; the same picture uploaded again under its name after a
-    restart is a new upload, taken."""
-    path, folder, data = tmp_path / LEDGER_NAME, tmp_path / "garden", jpeg(60)
-    folder.mkdir()
-    (folder / "a.jpg").write_bytes(data)
-    FolderLedger(path, folder, 0).taking("a.jpg", data, 1)
-    (folder / "a.jpg").unlink()  # moved under done/
-    restarted = FolderLedger(path, folder, 1)
-    (folder / "a.jpg").write_bytes(data)
-    assert not restarted.recovered("a.jpg", data)
+    """A sync tool sets the modification time while the file is handled: the watcher hands it
+    on again (it changed), and the ledger knows its bytes were spooled."""
+    spool, folder = stuck_folder(tmp_path)
+    camera = Camera(spool, folder, loop)
+    data = (folder / "a.jpg").read_bytes()
+    camera.runtime.start_source()
+    try:
+        for _ in range(200):  # the watcher takes it (and cannot move it)
+            if camera.queued:
+                break
+            loop.run_until_complete(asyncio.sleep(0.05))
+        answer = camera.runtime.on_folder_file(folder / "a.jpg", data, 0.0)  # handed on again
+    finally:
+        camera.runtime.stop_source()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert answer is FileVerdict.ACCEPTED
+    assert [item.frame.seq for item in camera.queued] == [1]
+    assert [f.seq for f in spool.pending_of(CAMERA)] == [1]
+    assert camera.runtime.counters.snapshot()["frames_in"] == 1
 
 
 def test_a_quarantined_frame_keeps_its_sequence_number_taken(tmp_path: Path) -> None:
@@ -205,17 +215,38 @@ def test_a_file_that_cannot_be_spooled_stays_and_is_taken_once_the_disk_lets_it(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
     """A full or failing disk is not a corrupt file: the file stays in the folder, uncounted,
-    and is taken at a later poll."""
+    takes no sequence number, leaves no partial write, and is taken at a later poll. The
+    spool's write is made to fail (a directory stands where its temporary file goes); the
+    ledger's succeeds."""
     spool, folder = Spool(tmp_path / "data"), tmp_path / "media" / "garden"
     folder.mkdir(parents=True)
     (folder / "a.jpg").write_bytes(jpeg(60))
-    spool.root.mkdir(parents=True)
-    (spool.root / CAMERA).write_text("a file where the camera's spool folder goes")
+    os.utime(folder / "a.jpg", (1_700_000_000.5, 1_700_000_000.5))
+    blocker = spool.root / CAMERA / ".000000000001-1700000000500000.folder.jpg.partial"
+    blocker.mkdir(parents=True)
     camera = Camera(spool, folder, loop)
     camera.run_until(loop, lambda: camera.watcher().status().busy_retries >= 2)
     assert (folder / "a.jpg").exists() and not (folder / "failed").exists()
     assert camera.queued == [] and camera.runtime.counters.snapshot()["frames_in"] == 0
-    (spool.root / CAMERA).unlink()
+    assert [p.name for p in (spool.root / CAMERA).iterdir() if p.name.endswith(".partial")] == [
+        blocker.name
+    ]
+    blocker.rmdir()
     camera.run_until(loop, lambda: not (folder / "a.jpg").exists())
     assert [item.frame.seq for item in camera.queued] == [1]
     assert camera.runtime.counters.snapshot()["frames_in"] == 1
+    assert not [p for p in (spool.root / CAMERA).iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_stopped_camera_spools_nothing_more(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Its watcher's thread may outlive the stop (a read that does not return): a file it hands
+    on after the stop is left for the camera's successor."""
+    spool, folder = stuck_folder(tmp_path)
+    camera = Camera(spool, folder, loop)
+    camera.runtime.start_source()
+    camera.runtime.stop_source()
+    data = (folder / "a.jpg").read_bytes()
+    assert camera.runtime.on_folder_file(folder / "a.jpg", data, 0.0) is FileVerdict.BUSY
+    assert spool.pending_of(CAMERA) == []

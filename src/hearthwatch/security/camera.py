@@ -197,6 +197,8 @@ class CameraRuntime:
         self._last_pushed: bytes | None = None
         self._ledger: FolderLedger | None = None
         self._spool_error: str | None = None  # confined to the folder watcher's thread
+        self._retired = False
+        """Set once the source is stopped; checked under ``_admit_lock`` before spooling."""
         self.source: StreamReader | FolderWatcher | None = None
 
     @property
@@ -218,6 +220,7 @@ class CameraRuntime:
             with self._admit_lock:
                 ledger = self._spool.root / self.id / LEDGER_NAME
                 self._ledger = FolderLedger(ledger, source.path, self._seq)
+                self._retired = False
             self.source = FolderWatcher(self.id, source, on_file=self.on_folder_file)
         else:
             self.source = StreamReader(
@@ -231,6 +234,9 @@ class CameraRuntime:
         self.source.start()
 
     def stop_source(self) -> None:
+        """Stop the source; from now on it spools nothing, though its thread outlives the stop
+        (a read or write that does not return), so it never competes with a successor."""
+        self._retired = True
         if self.source is not None:
             self.source.stop()
 
@@ -280,8 +286,9 @@ class CameraRuntime:
     def _admit(self, origin: Origin, captured_at: float, data: bytes, ext: str) -> SpooledFrame:
         """Spool a frame under the next sequence number (the caller holds ``_admit_lock`` and a
         detection-queue place)."""
-        self._seq += 1
-        return self._spool.put(self.id, self._seq, captured_at, origin, data, ext)
+        frame = self._spool.put(self.id, self._seq + 1, captured_at, origin, data, ext)
+        self._seq = frame.seq  # not before: a failed write takes no number
+        return frame
 
     def _to_lane(self, item: LaneItem) -> None:
         self._loop.call_soon_threadsafe(self._enqueue, self, item)
@@ -307,7 +314,7 @@ class CameraRuntime:
     def admit_pending(self) -> None:
         """Admit waiting stream frames while the detection queue has room (any thread)."""
         with self._admit_lock:
-            while True:
+            while not self._retired:
                 with self._pending_lock:
                     if not self._pending or not self._admission.try_take():
                         return
@@ -331,12 +338,12 @@ class CameraRuntime:
         self, path: Path, data: bytes, mtime: float
     ) -> FileVerdict | tuple[FileVerdict, str]:
         """A settled file of the watched folder (watcher thread): checked whole, then spooled,
-        its identity in the folder ledger first; one spooled before a restart and not moved
-        away is only accepted (moved away now)."""
+        its identity in the folder ledger first; one spooled already and not moved away (before
+        a restart, or handed on again after a touch) is only accepted (moved away now)."""
         ledger = self._ledger
         assert ledger is not None, "start_source makes the ledger before the watcher"
-        if ledger.recovered(path.name, data):
-            log.info("camera %s: '%s' was taken before the restart", self.id, path.name)
+        if ledger.taken(path.name, data):
+            log.info("camera %s: '%s' was spooled already; moved away", self.id, path.name)
             return FileVerdict.ACCEPTED
         try:
             ext = _image_extension(data)
@@ -349,16 +356,21 @@ class CameraRuntime:
         if not self._admission.try_take():
             return FileVerdict.BUSY
         with self._admit_lock:
+            if self._retired:  # replaced or removed: the file is left to its successor
+                self._admission.give_back()
+                return FileVerdict.BUSY
             try:
                 ledger.taking(path.name, data, self._seq + 1)
                 frame = self._admit("folder", mtime, data, ext)
             except OSError as exc:  # the disk, not the file: taken again at a later poll
                 self._admission.give_back()
+                ledger.forget(path.name)
                 self._spool_failed(path.name, exc)
                 return FileVerdict.BUSY
             except BaseException:
                 self._admission.give_back()
                 raise
+            self._spool_error = None
             self.counters.add("frames_in")
             self.last_frame_at = time.time()
             self._to_lane(LaneItem(frame, image, gated=False))

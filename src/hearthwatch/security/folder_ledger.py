@@ -6,17 +6,19 @@ Taking a file is three steps: :meth:`FolderLedger.taking` writes the file's iden
 size and BLAKE2b digest) and the sequence number it is about to be spooled under to the
 ledger, durably; then the frame is spooled; then the watcher moves the file away. After a
 restart, the entries whose sequence number is at or below the camera's highest spooled or
-recorded one (``seq_start``) are files that were spooled: :meth:`FolderLedger.recovered`
-answers True for such a file, once, if it is still there unchanged, and the watcher moves it
-away without taking it again. An entry above ``seq_start`` was never spooled (the process died
-between the two writes): its file is taken anew.
+recorded one (``seq_start``) are files that were spooled: :meth:`FolderLedger.taken` answers
+True for such a file if it is still there unchanged, and the watcher moves it away without
+taking it again (as it does for a file handed on again because it was touched while handled).
+An entry above ``seq_start`` was never spooled (the process died between the two writes): its
+file is taken anew. A write that fails is forgotten (:meth:`FolderLedger.forget`), so the file
+is taken at a later poll.
 
 The ledger is ``<spool>/<camera>/.folder-ledger.json``. It keeps the entries of files still in
 the folder (those not moved yet, or that could not be moved) and the one being taken; the rest
-are dropped at each write and at each load. A ledger of another folder (the camera's path
-changed) is ignored. A byte-identical file uploaded again under the name of the last file taken,
-after that one was moved and before the process restarts (or the camera is edited), counts as
-taken: it is the same picture.
+are dropped at each write (loading it touches only the ledger, never the watched folder, which
+may be a mount not there yet). A ledger of another folder (the camera's path changed) is
+ignored. A byte-identical file uploaded again under the name of the last file taken, after that
+one was moved and before the next is taken, counts as taken: it is the same picture.
 
 Confined to the camera's folder-watcher thread (the runtime calls it under its admission lock).
 """
@@ -56,11 +58,7 @@ class FolderLedger:
         spooled or recorded sequence number."""
         self._path = path
         self._folder = folder
-        self._taken: dict[str, TakenFile] = {}
-        self._recovered: dict[str, TakenFile] = {}
-        for entry in self._load():
-            if entry.seq <= seq_start and os.path.lexists(folder / entry.name):
-                self._taken[entry.name] = self._recovered[entry.name] = entry
+        self._taken = {entry.name: entry for entry in self._load() if entry.seq <= seq_start}
 
     def _load(self) -> list[TakenFile]:
         try:
@@ -76,16 +74,20 @@ class FolderLedger:
             )
             return []
 
-    def recovered(self, name: str, data: bytes) -> bool:
-        """True, once, when this file was spooled before a restart and not moved away."""
-        entry = self._recovered.pop(name, None)
+    def taken(self, name: str, data: bytes) -> bool:
+        """True when this file (name and bytes) was spooled already and is still listed: it
+        was not moved away before a restart, or it is handed on again after a touch."""
+        entry = self._taken.get(name)
         return entry is not None and (entry.name, entry.size, entry.digest) == file_identity(
             name, data
         )
 
+    def forget(self, name: str) -> None:
+        """The file recorded by :meth:`taking` was not spooled after all (the write failed)."""
+        self._taken.pop(name, None)
+
     def taking(self, name: str, data: bytes, seq: int) -> None:
         """Record, durably, that the file is about to be spooled under ``seq``."""
-        self._recovered.pop(name, None)
         identity = file_identity(name, data)
         self._taken = {
             kept: entry

@@ -27,7 +27,8 @@ processed in order) is only tidied, so nothing is counted twice.
 Confinement. Sources are checked against ``SOURCE_ROOTS`` and ``STREAM_HOSTS`` (and kept out of
 ``DATA_DIR``) when a camera is created or updated, from the cameras file or the API, and again
 for stored cameras at every start; no two cameras watch one folder. Creating, replacing and
-deleting a camera are each done whole, one at a time (``_editing``).
+deleting a camera are done one at a time (``_editing``; its source is checked before, outside
+it, a host name may take long to resolve), and not once :meth:`Pipeline.stop` has begun.
 
 :class:`Pipeline` is event-loop-confined; the store runs on one writer thread (so writes keep
 the order they were issued in) and its reads on worker threads.
@@ -40,6 +41,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -144,6 +146,9 @@ class Pipeline:
         self._store: EventStore | None = None
         self._writer: EventWriter | None = None
         self._analysis: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
+        self._analysing: set[str] = set()
+        """Windows closed (or about to be) whose event is not written yet: retention leaves
+        them alone. Changed on the loop; read by retention's thread (a membership test)."""
         """Closed windows to analyse: (window id, camera id, when closed: monotonic)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, asyncio.Task[None]] = {}
@@ -185,6 +190,8 @@ class Pipeline:
         """Stop the sources, let each lane finish the frame it is on, and stop; what is still
         spooled is processed at the next start."""
         self._closing = True
+        async with self._editing:  # an edit under way ends first; later ones are refused
+            pass
         await asyncio.gather(
             *(asyncio.to_thread(r.stop_source) for r in list(self.cameras.values()))
         )
@@ -249,7 +256,7 @@ class Pipeline:
                 continue
             try:  # SOURCE_ROOTS or STREAM_HOSTS may have narrowed since it was created
                 config = await self._check_source(config)
-                check_folders_distinct([*(c for c, _ in cameras), config])
+                await asyncio.to_thread(check_folders_distinct, [*(c for c, _ in cameras), config])
             except InvalidCameraError as exc:
                 log.error("stored camera %s is not started: %s", row.id, exc)
                 continue
@@ -320,11 +327,12 @@ class Pipeline:
         return [CameraView(r.config, r.origin) for r in self.cameras.values()]
 
     async def add_camera(self, fields: dict[str, Any]) -> CameraView:
-        config = _validated_camera(fields)
+        config = await self._check_source(_validated_camera(fields))
         async with self._editing:
+            self._check_open()
             if config.id in self.cameras:
                 raise CameraConflictError(f"camera '{config.id}' exists already")
-            config = await self._checked_api_camera(config)
+            await self._check_folder_free(config)
             dumped = config.model_dump(mode="json")
             await self._write(
                 self.store.put_camera, config.id, config.name, "api", dumped, now=time.time()
@@ -333,10 +341,11 @@ class Pipeline:
         return CameraView(config, "api")
 
     async def replace_camera(self, camera_id: str, fields: dict[str, Any]) -> CameraView:
-        config = _validated_camera({**fields, "id": camera_id})
+        config = await self._check_source(_validated_camera({**fields, "id": camera_id}))
         async with self._editing:
+            self._check_open()
             runtime = self._api_camera(camera_id)
-            config = await self._checked_api_camera(config)
+            await self._check_folder_free(config)
             await self._write(
                 self.store.put_camera,
                 config.id,
@@ -353,19 +362,21 @@ class Pipeline:
 
     async def remove_camera(self, camera_id: str) -> None:
         async with self._editing:
+            self._check_open()
             self._api_camera(camera_id)
             for frame in await self._stop_camera(camera_id):  # what it sent last goes with it
                 await asyncio.to_thread(self.spool.discard, frame)
             await self._write(self.store.delete_camera, camera_id)
 
-    async def _checked_api_camera(self, config: CameraConfig) -> CameraConfig:
-        """``config`` with its source checked (see :func:`check_source`) and its ``file`` or
-        ``folder`` path made absolute (a relative one would name another place after a start
-        from another directory); refused when another camera watches its folder."""
-        config = await self._check_source(config)
+    async def _check_folder_free(self, config: CameraConfig) -> None:
+        """Refuse ``config`` when another camera watches its folder (on a worker thread: the
+        folders are looked at)."""
         others = [r.config for r in self.cameras.values() if r.id != config.id]
-        check_folders_distinct([*others, config])
-        return config
+        await asyncio.to_thread(check_folders_distinct, [*others, config])
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise PipelineClosedError()
 
     def _api_camera(self, camera_id: str) -> CameraRuntime:
         runtime = self.camera(camera_id)
@@ -625,6 +636,7 @@ class Pipeline:
             now=now,
             max_age_days=self.settings.retention_days,
             max_bytes=int(self.settings.retention_max_gb * GIB),
+            analysing=self._analysing.__contains__,
         )
         future = self._retention = asyncio.get_running_loop().run_in_executor(None, retention)
         future.add_done_callback(self._retention_done)
@@ -641,9 +653,11 @@ class Pipeline:
         self._retention = None
 
     async def _close_window(self, runtime: CameraRuntime, closed: ClosedWindow) -> None:
+        self._analysing.add(closed.window_id)  # before it is closed in the store
         try:
             await self._write(self.store.close_window, closed.window_id, closed.closed_at)
         except Exception:  # one window's failure must not keep the others open
+            self._analysing.discard(closed.window_id)
             log.exception("camera %s: window %s could not be closed", runtime.id, closed.window_id)
             return
         self._analysis.put_nowait((closed.window_id, runtime.id, time.monotonic()))
@@ -664,6 +678,7 @@ class Pipeline:
                     ANALYSIS_RETRY_S, self._analysis.put_nowait, retry
                 )
                 continue
+            self._analysing.discard(window_id)
             self.metrics.window_close_latency.observe(time.monotonic() - closed)
 
     async def _write_event(self, window_id: str, camera_id: str) -> None:
@@ -729,6 +744,7 @@ class Pipeline:
                 [OpenWindowState(row.id, row.opened_at, row.last_detection_at, keys)]
             )
         for row in await asyncio.to_thread(store.unanalysed_windows):
+            self._analysing.add(row.id)
             self._analysis.put_nowait((row.id, row.camera_id, time.monotonic()))
         for camera_id, frames in (await asyncio.to_thread(self.spool.pending)).items():
             runtime = self.cameras.get(camera_id)
@@ -823,7 +839,8 @@ class _Reading:
 def check_source(config: CameraConfig, settings: Settings) -> CameraConfig:
     """Refuse a camera whose ``file``/``folder`` source lies outside ``SOURCE_ROOTS`` or whose
     stream host is not in ``STREAM_HOSTS`` (blocking: a host name is resolved); answers the
-    camera with its ``file``/``folder`` path resolved."""
+    camera with its ``file``/``folder`` path made absolute (a relative one would name another
+    place after a start from another directory)."""
     source = config.source
     try:
         if isinstance(source, FileSourceConfig | FolderSourceConfig):
@@ -834,7 +851,10 @@ def check_source(config: CameraConfig, settings: Settings) -> CameraConfig:
                     f"camera '{config.id}': its source may not read the data directory "
                     "(DATA_DIR), where frames are spooled"
                 )
-            return config.model_copy(update={"source": source.model_copy(update={"path": path})})
+            absolute = Path(os.path.abspath(source.path))  # links kept: a link may be re-pointed
+            return config.model_copy(
+                update={"source": source.model_copy(update={"path": absolute})}
+            )
         if isinstance(source, RtspSourceConfig | HttpSourceConfig):
             check_stream_url(source.url, settings.stream_hosts)
     except ConfinementError as exc:
@@ -844,23 +864,38 @@ def check_source(config: CameraConfig, settings: Settings) -> CameraConfig:
 
 def check_folders_distinct(configs: Sequence[CameraConfig]) -> None:
     """Refuse two cameras watching one folder (each would take, and detect, the other's
-    files), or one watching another's ``done/`` or ``failed/``."""
-    watched: dict[Path, str] = {}
+    files), or one watching another's ``done/`` or ``failed/`` (blocking: each folder is looked
+    at). Folders are compared by their resolved paths and, where they exist, by device and
+    inode (another spelling, a link made later, a case-insensitive file system, a bind mount)."""
+    watched: dict[object, str] = {}
     for config in configs:
         source = config.source
         if not isinstance(source, FolderSourceConfig):
             continue
         folder = source.path.resolve()
-        for taken in (folder, folder / DONE_DIR, folder / FAILED_DIR):
-            other = watched.get(taken)
+        places = [(folder, True), (folder / DONE_DIR, False), (folder / FAILED_DIR, False)]
+        keys = [(key, own) for place, own in places for key in _folder_keys(place)]
+        for key, _ in keys:
+            other = watched.get(key)
             if other is not None:
                 raise InvalidCameraError(
                     f"camera '{config.id}': camera '{other}' watches the folder "
                     f"{str(source.path)!r} already (or it is where that camera moves its files)"
                 )
-        watched[folder] = config.id
-        for moved in (folder / DONE_DIR, folder / FAILED_DIR):
-            watched.setdefault(moved, config.id)
+        for key, own in keys:
+            if own:
+                watched[key] = config.id
+            else:
+                watched.setdefault(key, config.id)
+
+
+def _folder_keys(path: Path) -> list[object]:
+    """What names a folder: its resolved path, and its device and inode if it exists."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [path]
+    return [path, (info.st_dev, info.st_ino)]
 
 
 def check_cameras_file(settings: Settings) -> None:

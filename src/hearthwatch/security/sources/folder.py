@@ -136,7 +136,14 @@ class FolderWatcher(ThreadedSource):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._poll()
+            try:
+                self._poll()
+            except Exception as exc:  # the folder went away under a round: watch on
+                log.exception("camera %s: a round of the folder failed", self.camera_id)
+                self._seen.clear()
+                with self._lock:
+                    self._last_error = f"a round of the folder failed ({exc})"
+                self._set_state(SourceState.RECONNECTING)
             if self._stop.wait(self._poll_s):
                 break
 
@@ -257,6 +264,9 @@ class FolderWatcher(ThreadedSource):
             now = os.lstat(self._folder / name)
         except FileNotFoundError:
             return False
+        except OSError as exc:  # the mount failing: try again once it changes
+            self._leave_stuck(name, info, f"cannot be checked before the move ({exc.strerror})")
+            return True
         if _identity(now) == _identity(info):
             return False
         self._seen.pop(name, None)

@@ -4,8 +4,8 @@ of what remains until the stored files fit the size limit.
 What it removes comes in units, each in its own transaction, oldest first (by start time):
 
 - an event: its row and files (snapshot, clip); for a window event also its window;
-- a closed window that has no event yet (its analysis never came), once it closed
-  :data:`ANALYSIS_GRACE_S` ago;
+- a closed window that has no event yet (its analysis never came), unless the pipeline says
+  its analysis is queued or under way;
 - a frame none of whose detections remain (or that had none), with its image.
 
 Removing a window removes its detections, its links to other windows, the frames left without
@@ -26,7 +26,7 @@ again under lock before it is removed), but not twice at once.
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -47,9 +47,6 @@ from hearthwatch.security.store.schema import (
 from hearthwatch.security.store.validation import MAX_INT64, check_int, check_number, check_time
 
 SECONDS_PER_DAY = 86_400.0
-ANALYSIS_GRACE_S = 3600.0
-"""A closed window without an event is removed only once it closed this long ago: before that,
-its analysis may be under way (or retried), and would find its window gone."""
 MAX_AGE_DAYS = 36_500.0
 BATCH = 100
 CHUNK = 500
@@ -167,36 +164,44 @@ class _Run:
 
 
 def apply_retention(
-    store: EventStore, data_dir: Path, *, now: float, max_age_days: float, max_bytes: int
+    store: EventStore,
+    data_dir: Path,
+    *,
+    now: float,
+    max_age_days: float,
+    max_bytes: int,
+    analysing: Callable[[str], bool] = lambda window_id: False,
 ) -> RetentionReport:
     """Removes every unit that started more than ``max_age_days`` before ``now``, then the
     oldest units until the files the remaining rows reference take at most ``max_bytes``
-    (fewer when only open windows' files remain)."""
+    (fewer when only open windows' files remain). A closed window for which ``analysing``
+    answers True (its analysis queued or under way; called from this thread) is left alone."""
     check_time("now", now)
     check_number("max_age_days", max_age_days, 0.0, MAX_AGE_DAYS)
     check_int("max_bytes", max_bytes, 0, MAX_INT64)
     run = _Run(store, data_dir.resolve())
     cutoff = now - max_age_days * SECONDS_PER_DAY
-    closed_before = now - ANALYSIS_GRACE_S
-    for unit in _oldest_first(store, before=cutoff, closed_before=closed_before):
+
+    def removable(units: Iterator[_Unit]) -> Iterator[_Unit]:
+        return (u for u in units if u.kind != "window" or not analysing(str(u.key)))
+
+    for unit in removable(_oldest_first(store, before=cutoff)):
         run.remove(unit)
     kept = run.referenced_bytes()
     if kept > max_bytes:
-        for unit in _oldest_first(store, before=None, closed_before=closed_before):
+        for unit in removable(_oldest_first(store, before=None)):
             kept -= run.remove(unit)
             if kept <= max_bytes:
                 break
     return run.report(max(kept, 0))
 
 
-def _oldest_first(
-    store: EventStore, *, before: float | None, closed_before: float
-) -> Iterator[_Unit]:
+def _oldest_first(store: EventStore, *, before: float | None) -> Iterator[_Unit]:
     """Removable units, oldest first, in batches read afresh (the caller removes each before
     asking for the next); ends when none is left or a batch brings nothing new."""
     seen: set[tuple[UnitKind, str | int]] = set()
     while True:
-        batch = store.database.read(lambda session: _oldest_units(session, before, closed_before))
+        batch = store.database.read(lambda session: _oldest_units(session, before))
         fresh = [unit for unit in batch if (unit.kind, unit.key) not in seen]
         if not fresh:
             return
@@ -205,11 +210,11 @@ def _oldest_first(
             yield unit
 
 
-def _oldest_units(session: Session, before: float | None, closed_before: float) -> list[_Unit]:
+def _oldest_units(session: Session, before: float | None) -> list[_Unit]:
     events = select(Event.started_at, Event.id).order_by(Event.started_at, Event.id)
     windows = (
         select(Window.opened_at, Window.id)
-        .where(Window.status == "closed", Window.closed_at < closed_before)
+        .where(Window.status == "closed")
         .order_by(Window.opened_at, Window.id)
     )
     frames = (
