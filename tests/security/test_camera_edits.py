@@ -27,9 +27,13 @@ from hearthwatch.security.errors import (
 from hearthwatch.security.pipeline import Pipeline, check_cameras_file
 
 
-def with_pipeline(tmp_path: Path, work: Callable[[Pipeline, Path], Awaitable[None]]) -> None:
-    media = tmp_path / "media"
-    media.mkdir()
+def with_pipeline(
+    tmp_path: Path, work: Callable[[Pipeline, Path], Awaitable[None]], media_name: str = "media"
+) -> None:
+    """``work`` on a started pipeline whose data is in ``tmp_path/data`` and whose only source
+    root is ``tmp_path/<media_name>`` (made if missing)."""
+    media = tmp_path / media_name
+    media.mkdir(exist_ok=True)
     settings = Settings(
         data_dir=tmp_path / "data",
         source_roots=[media],
@@ -183,3 +187,23 @@ def test_no_camera_is_edited_once_the_pipeline_stops(tmp_path: Path) -> None:
         assert watcher_threads() == []
 
     asyncio.run(run())
+
+
+def test_a_stored_camera_that_did_not_start_can_be_deleted(tmp_path: Path) -> None:
+    """SOURCE_ROOTS no longer holds its folder: refused at start, kept in the store;
+    a DELETE removes it there (a second answers 404)."""
+
+    async def create(pipeline: Pipeline, media: Path) -> None:
+        (media / "garden").mkdir()
+        await pipeline.add_camera(folder_camera("garden", media / "garden"))
+
+    with_pipeline(tmp_path, create)
+
+    async def delete(pipeline: Pipeline, media: Path) -> None:
+        assert pipeline.list_cameras() == []
+        await pipeline.remove_camera("garden")
+        assert await asyncio.to_thread(pipeline.store.get_camera, "garden") is None
+        with pytest.raises(UnknownCameraError):
+            await pipeline.remove_camera("garden")
+
+    with_pipeline(tmp_path, delete, media_name="narrowed")

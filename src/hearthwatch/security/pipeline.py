@@ -361,8 +361,16 @@ class Pipeline:
         return CameraView(config, "api")
 
     async def remove_camera(self, camera_id: str) -> None:
+        """Delete an API camera: a running one, or one kept in the store that did not start
+        (its source refused at start-up), which can be deleted though nothing lists it."""
         async with self._editing:
             self._check_open()
+            if camera_id not in self.cameras:
+                stored = await asyncio.to_thread(self.store.get_camera, camera_id)
+                if stored is None or stored.origin != "api":
+                    raise UnknownCameraError(camera_id)
+                await self._write(self.store.delete_camera, camera_id)
+                return
             self._api_camera(camera_id)
             for frame in await self._stop_camera(camera_id):  # what it sent last goes with it
                 await asyncio.to_thread(self.spool.discard, frame)
