@@ -7,7 +7,6 @@ not detection)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,15 +14,17 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from test_pipeline_windows import SlowDetector
+from test_pipeline_windows import SlowDetector, frame
 
 from hearthwatch.config import Settings
+from hearthwatch.security import pipeline as pipeline_module
 from hearthwatch.security.errors import (
     CameraConflictError,
     InvalidCameraError,
     PipelineClosedError,
     UnknownCameraError,
 )
+from hearthwatch.security.folder_ledger import LEDGER_NAME
 from hearthwatch.security.pipeline import Pipeline, check_cameras_file
 
 
@@ -148,7 +149,7 @@ def test_a_cameras_file_with_two_cameras_on_one_folder_stops_start_up(tmp_path: 
         check_cameras_file(settings)
 
 
-def test_a_relative_source_path_is_stored_absolute(
+def test_a_relative_source_path_is_stored_resolved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -159,7 +160,7 @@ def test_a_relative_source_path_is_stored_absolute(
         for edit, path in ((pipeline.add_camera, "garden"), (pipeline.replace_camera, "porch")):
             fields = folder_camera("garden", Path("media") / path)
             view = await (edit(fields) if path == "garden" else edit("garden", fields))  # type: ignore[operator]
-            absolute = Path(os.path.abspath(Path("media") / path))
+            absolute = (Path("media") / path).resolve()
             assert view.config.source.path == absolute  # type: ignore[union-attr]
             stored = await asyncio.to_thread(pipeline.store.get_camera, "garden")
             assert stored is not None and stored.config["source"]["path"] == str(absolute)
@@ -167,24 +168,41 @@ def test_a_relative_source_path_is_stored_absolute(
     with_pipeline(tmp_path, work)
 
 
-def test_no_camera_is_edited_once_the_pipeline_stops(tmp_path: Path) -> None:
+def test_stop_waits_for_an_edit_under_way_and_refuses_later_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edit is held while it compares folders (under the edit lock): stop does not end
+    before it, and stops the camera it made."""
     media = tmp_path / "media"
     (media / "garden").mkdir(parents=True)
     settings = Settings(
         data_dir=tmp_path / "data", source_roots=[media], use_gpu=False, llm_enabled=False
     )
+    comparing, release = threading.Event(), threading.Event()
+    distinct = pipeline_module.check_folders_distinct
+
+    def held(configs: Any) -> None:
+        if configs:  # not the start's check of the (no) cameras in the file
+            comparing.set()
+            assert release.wait(30)
+        distinct(configs)
+
+    monkeypatch.setattr(pipeline_module, "check_folders_distinct", held)
 
     async def run() -> None:
         pipeline = Pipeline(settings, SlowDetector(), None, CollectorRegistry())  # type: ignore[arg-type]
         await pipeline.start()
         adding = asyncio.create_task(pipeline.add_camera(folder_camera("garden", media / "garden")))
-        await asyncio.sleep(0)  # the add is under way (checking its source)
-        await pipeline.stop()
-        with pytest.raises(PipelineClosedError):
-            await adding
+        assert await asyncio.to_thread(comparing.wait, 10)
+        stopping = asyncio.create_task(pipeline.stop())
+        await asyncio.sleep(0.3)
+        assert not stopping.done(), "stop did not wait for the edit"
+        release.set()
+        await adding
+        await stopping
+        assert watcher_threads() == [], "the camera the edit made was not stopped"
         with pytest.raises(PipelineClosedError):
             await pipeline.add_camera(folder_camera("porch", media / "garden"))
-        assert watcher_threads() == []
 
     asyncio.run(run())
 
@@ -195,7 +213,14 @@ def test_a_stored_camera_that_did_not_start_can_be_deleted(tmp_path: Path) -> No
 
     async def create(pipeline: Pipeline, media: Path) -> None:
         (media / "garden").mkdir()
+        (media / "garden" / "a.jpg").write_bytes(frame(0))
         await pipeline.add_camera(folder_camera("garden", media / "garden"))
+        ledger = tmp_path / "data" / "spool" / "garden" / LEDGER_NAME
+        for _ in range(100):  # the file is taken: the camera has a ledger
+            if ledger.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert ledger.exists()
 
     with_pipeline(tmp_path, create)
 
@@ -203,6 +228,7 @@ def test_a_stored_camera_that_did_not_start_can_be_deleted(tmp_path: Path) -> No
         assert pipeline.list_cameras() == []
         await pipeline.remove_camera("garden")
         assert await asyncio.to_thread(pipeline.store.get_camera, "garden") is None
+        assert not list((tmp_path / "data" / "spool" / "garden").iterdir()), "its ledger left"
         with pytest.raises(UnknownCameraError):
             await pipeline.remove_camera("garden")
 

@@ -232,6 +232,7 @@ def test_a_file_that_cannot_be_spooled_stays_and_is_taken_once_the_disk_lets_it(
         blocker.name
     ]
     blocker.rmdir()
+    camera = Camera(spool, folder, loop)  # a runtime's source starts once: a restart
     camera.run_until(loop, lambda: not (folder / "a.jpg").exists())
     assert [item.frame.seq for item in camera.queued] == [1]
     assert camera.runtime.counters.snapshot()["frames_in"] == 1
@@ -243,10 +244,12 @@ def test_a_stopped_camera_spools_nothing_more(
 ) -> None:
     """Its watcher's thread may outlive the stop (a read that does not return): a file it hands
     on after the stop is left for the camera's successor."""
-    spool, folder = stuck_folder(tmp_path)
+    spool, folder = Spool(tmp_path / "data"), tmp_path / "media" / "garden"
+    folder.mkdir(parents=True)
     camera = Camera(spool, folder, loop)
     camera.runtime.start_source()
     camera.runtime.stop_source()
+    (folder / "a.jpg").write_bytes(jpeg(60))  # after the stop: only this call hands it on
     data = (folder / "a.jpg").read_bytes()
     assert camera.runtime.on_folder_file(folder / "a.jpg", data, 0.0) is FileVerdict.BUSY
     assert spool.pending_of(CAMERA) == []

@@ -1,10 +1,15 @@
 """The spool: what is being written is never taken for a leftover, leftovers of a killed
-process are removed at start-up only, and a frame that failed for good is kept aside."""
+process are removed at start-up only, a frame that failed for good is kept aside, and a write
+that fails leaves nothing."""
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from pathlib import Path
+
+import pytest
 
 from hearthwatch.security.spool import Spool
 
@@ -59,3 +64,26 @@ def test_a_frame_that_failed_for_good_is_kept_aside(tmp_path: Path) -> None:
     assert kept == tmp_path / "failed" / "gate" / frame.path.name
     assert kept.read_bytes() == b"\x89PNG broken"
     assert spool.pending_of("gate") == []
+
+
+@pytest.mark.parametrize("failing", ["the file's sync", "the folder's sync"])
+def test_a_write_that_fails_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A full or failing disk: neither a partial file nor a frame not known to be durable is
+    left, so the number can be written again."""
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == (1 if failing == "the file's sync" else 2):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    spool = Spool(tmp_path)
+    with pytest.raises(OSError):
+        spool.put("porch", 1, 0.0, "push", b"\xff\xd8 a frame", "jpg")
+    assert list((tmp_path / "spool" / "porch").iterdir()) == []
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert spool.put("porch", 1, 0.0, "push", b"\xff\xd8", "jpg").path.is_file()

@@ -31,7 +31,7 @@ import numpy as np
 from hearthwatch.runtime.imaging.decode import ImageError, check_encoded, decode_image, sniff_format
 from hearthwatch.security.admission import DetectionAdmission
 from hearthwatch.security.cameras import CameraConfig
-from hearthwatch.security.errors import DetectionQueueFullError
+from hearthwatch.security.errors import DetectionQueueFullError, PipelineClosedError
 from hearthwatch.security.folder_ledger import LEDGER_NAME, FolderLedger
 from hearthwatch.security.health import CameraHealth, HealthChange
 from hearthwatch.security.motion import MotionGate, MotionVerdict, frame_size_problem
@@ -213,14 +213,15 @@ class CameraRuntime:
 
     # -- the source ---------------------------------------------------------------------------
     def start_source(self) -> None:
+        """Start the camera's reader or watcher (a runtime's source starts once; not after
+        :meth:`stop_source`)."""
         source = self.config.source
-        if not self.config.enabled or isinstance(source, PushSourceConfig):
+        if self._retired or not self.config.enabled or isinstance(source, PushSourceConfig):
             return
         if isinstance(source, FolderSourceConfig):
             with self._admit_lock:
                 ledger = self._spool.root / self.id / LEDGER_NAME
                 self._ledger = FolderLedger(ledger, source.path, self._seq)
-                self._retired = False
             self.source = FolderWatcher(self.id, source, on_file=self.on_folder_file)
         else:
             self.source = StreamReader(
@@ -239,6 +240,10 @@ class CameraRuntime:
         self._retired = True
         if self.source is not None:
             self.source.stop()
+        # a spool write under way (a push, or a source thread that outlived its stop) ends
+        # before the successor counts the spool; one that hangs is given 5 s
+        if self._admit_lock.acquire(timeout=5.0):
+            self._admit_lock.release()
 
     def source_status(self) -> SourceStatus | FolderStatus | None:
         return self.source.status() if self.source is not None else None
@@ -394,6 +399,8 @@ class CameraRuntime:
         self.counters.add("frames_in")
         self.last_frame_at = time.time()
         with self._admit_lock:
+            if self._retired:  # being replaced or deleted: the successor takes the next push
+                raise PipelineClosedError()
             if digest == self._last_pushed:
                 self.counters.add("deduped")
                 return PushAck(self.id, None, captured_at, deduplicated=True)

@@ -18,13 +18,15 @@ the folder (those not moved yet, or that could not be moved) and the one being t
 are dropped at each write (loading it touches only the ledger, never the watched folder, which
 may be a mount not there yet). A ledger of another folder (the camera's path changed) is
 ignored. A byte-identical file uploaded again under the name of the last file taken, after that
-one was moved and before the next is taken, counts as taken: it is the same picture.
+one was moved and before the next is taken (a restart between or not), counts as taken: it is
+the same picture.
 
 Confined to the camera's folder-watcher thread (the runtime calls it under its admission lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -83,8 +85,16 @@ class FolderLedger:
         )
 
     def forget(self, name: str) -> None:
-        """The file recorded by :meth:`taking` was not spooled after all (the write failed)."""
-        self._taken.pop(name, None)
+        """The file recorded by :meth:`taking` was not spooled after all (the write failed):
+        dropped, and from the ledger on disk if it can be written (else its number, above any
+        spooled one until another frame is, still tells it was not spooled)."""
+        if self._taken.pop(name, None) is not None:
+            with contextlib.suppress(OSError):
+                self._save()
+
+    def _save(self) -> None:
+        saved = {"folder": str(self._folder), "taken": [asdict(e) for e in self._taken.values()]}
+        write_durably(self._path, json.dumps(saved).encode())
 
     def taking(self, name: str, data: bytes, seq: int) -> None:
         """Record, durably, that the file is about to be spooled under ``seq``."""
@@ -95,5 +105,4 @@ class FolderLedger:
             if kept != name and os.path.lexists(self._folder / kept)
         }
         self._taken[name] = TakenFile(*identity, seq)
-        saved = {"folder": str(self._folder), "taken": [asdict(e) for e in self._taken.values()]}
-        write_durably(self._path, json.dumps(saved).encode())
+        self._save()

@@ -105,6 +105,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TICK_S = 0.5
 RETENTION_EVERY_S = 3600.0
+EDIT_WAIT_ON_STOP_S = 10.0
 DETECT_BACKOFF_MIN_S = 0.1
 DETECT_BACKOFF_MAX_S = 5.0
 STORE_BACKOFF_MIN_S = 0.5
@@ -190,8 +191,12 @@ class Pipeline:
         """Stop the sources, let each lane finish the frame it is on, and stop; what is still
         spooled is processed at the next start."""
         self._closing = True
-        async with self._editing:  # an edit under way ends first; later ones are refused
-            pass
+        try:  # an edit under way ends first (a hung mount may hold it); later ones are refused
+            await asyncio.wait_for(self._editing.acquire(), EDIT_WAIT_ON_STOP_S)
+        except TimeoutError:
+            log.warning("a camera edit has not ended in %.0f s; stopping", EDIT_WAIT_ON_STOP_S)
+        else:
+            self._editing.release()
         await asyncio.gather(
             *(asyncio.to_thread(r.stop_source) for r in list(self.cameras.values()))
         )
@@ -369,11 +374,12 @@ class Pipeline:
                 stored = await asyncio.to_thread(self.store.get_camera, camera_id)
                 if stored is None or stored.origin != "api":
                     raise UnknownCameraError(camera_id)
+                await asyncio.to_thread(self.spool.forget_camera, camera_id)
                 await self._write(self.store.delete_camera, camera_id)
                 return
             self._api_camera(camera_id)
-            for frame in await self._stop_camera(camera_id):  # what it sent last goes with it
-                await asyncio.to_thread(self.spool.discard, frame)
+            await self._stop_camera(camera_id)
+            await asyncio.to_thread(self.spool.forget_camera, camera_id)  # what it sent last too
             await self._write(self.store.delete_camera, camera_id)
 
     async def _check_folder_free(self, config: CameraConfig) -> None:
@@ -697,7 +703,10 @@ class Pipeline:
             config = runtime.config
         else:
             stored = await asyncio.to_thread(self.store.get_camera, camera_id)
-            config = CameraConfig.model_validate(dict(stored.config)) if stored else None
+            try:
+                config = CameraConfig.model_validate(dict(stored.config)) if stored else None
+            except ValidationError:  # not valid any more: its window still gets its event
+                config = None
         facts = (
             CameraFacts(config.name, config.zone_description, config.timezone, config.detect_fps)
             if config is not None
@@ -847,8 +856,8 @@ class _Reading:
 def check_source(config: CameraConfig, settings: Settings) -> CameraConfig:
     """Refuse a camera whose ``file``/``folder`` source lies outside ``SOURCE_ROOTS`` or whose
     stream host is not in ``STREAM_HOSTS`` (blocking: a host name is resolved); answers the
-    camera with its ``file``/``folder`` path made absolute (a relative one would name another
-    place after a start from another directory)."""
+    camera with its ``file``/``folder`` path resolved (absolute, links followed: a relative one
+    would name another place after a start from another directory)."""
     source = config.source
     try:
         if isinstance(source, FileSourceConfig | FolderSourceConfig):
@@ -859,10 +868,8 @@ def check_source(config: CameraConfig, settings: Settings) -> CameraConfig:
                     f"camera '{config.id}': its source may not read the data directory "
                     "(DATA_DIR), where frames are spooled"
                 )
-            absolute = Path(os.path.abspath(source.path))  # links kept: a link may be re-pointed
-            return config.model_copy(
-                update={"source": source.model_copy(update={"path": absolute})}
-            )
+            # the place checked is the place watched: a link re-pointed later moves nothing
+            return config.model_copy(update={"source": source.model_copy(update={"path": path})})
         if isinstance(source, RtspSourceConfig | HttpSourceConfig):
             check_stream_url(source.url, settings.stream_hosts)
     except ConfinementError as exc:

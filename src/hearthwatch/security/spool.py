@@ -66,7 +66,12 @@ def write_durably(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    _fsync_dir(path.parent)
+    try:
+        _fsync_dir(path.parent)
+    except BaseException:  # not known durable: not there, so its name can be written again
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 class Spool:
@@ -162,6 +167,17 @@ class Spool:
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.replace(frame.path, target)
+
+    def forget_camera(self, camera_id: str) -> None:
+        """A deleted camera's spool: its frames discarded (their numbers kept, see
+        :meth:`discard`), and what else its folder holds (a folder camera's ledger) removed."""
+        for frame in self.pending_of(camera_id):
+            self.discard(frame)
+        camera_dir = self.root / camera_id
+        if camera_dir.is_dir():
+            for path in camera_dir.iterdir():
+                if path.is_file() or path.is_symlink():
+                    path.unlink(missing_ok=True)
 
     def discard(self, frame: SpooledFrame) -> None:
         """Delete ``frame``: moved out of the camera's folder to an emptied tombstone of its
