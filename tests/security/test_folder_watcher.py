@@ -3,15 +3,18 @@ refusals, name collisions, a folder that comes and goes, and prompt stops."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hearthwatch.security.sources import folder as folder_module
 from hearthwatch.security.sources.config import FolderSourceConfig
 from hearthwatch.security.sources.folder import FileVerdict, FolderWatcher
 from hearthwatch.security.sources.status import SourceState
@@ -274,6 +277,48 @@ def test_an_on_file_that_raises_counts_the_file_corrupt(
     assert (tmp_path / "failed" / "bad.jpg").exists()
     put(tmp_path, "good.jpg")
     wait_for(lambda: watcher.status().files_taken == 1, "the next file")  # it goes on
+
+
+def test_a_mount_failing_while_a_file_is_handled_leaves_it_and_the_watcher_goes_on(
+    tmp_path: Path, watch: Callable[..., FolderWatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check before the move meets an I/O error (an SMB or NFS mount dropping): the file is
+    left where it is, said why, and the watcher takes the next file."""
+    real_lstat, failed = os.lstat, []
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith("flaky.jpg") and not failed:
+            failed.append(path)
+            raise OSError(errno.EIO, "Input/output error")
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(folder_module.os, "lstat", lstat)
+    put(tmp_path, "flaky.jpg")
+    watcher = watch(tmp_path, Consumer())
+    wait_for(lambda: bool(failed), "the failing check")
+    put(tmp_path, "next.jpg")
+    wait_for(lambda: watcher.status().files_taken == 2, "the next file")
+    assert (tmp_path / "flaky.jpg").exists(), "moved though it could not be checked"
+    assert (tmp_path / "done" / "next.jpg").exists()
+
+
+def test_a_round_that_fails_is_reported_and_the_watcher_goes_on(
+    tmp_path: Path, watch: Callable[..., FolderWatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rounds = []
+    real_poll = FolderWatcher._poll
+
+    def poll(self: FolderWatcher) -> None:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise RuntimeError("a round broke")
+        real_poll(self)
+
+    monkeypatch.setattr(FolderWatcher, "_poll", poll)
+    put(tmp_path, "snap.jpg")
+    watcher = watch(tmp_path, Consumer())
+    wait_for(lambda: watcher.status().files_taken == 1, "the file, after the failed round")
+    assert len(rounds) >= 2
 
 
 def test_a_missing_folder_is_reported_and_watched_for(
