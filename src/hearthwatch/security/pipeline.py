@@ -157,8 +157,8 @@ class Pipeline:
         self._closing = False
         self._last_retention = 0.0
         self._editing = asyncio.Lock()
-        """Held across each whole create, replace or delete of a camera: its check, store write
-        and runtime start or stop."""
+        """Held across each whole create, replace or delete of a camera: its folder check, store
+        write and runtime start or stop (its source is checked before, outside it)."""
         self._retention: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -370,15 +370,13 @@ class Pipeline:
         (its source refused at start-up), which can be deleted though nothing lists it."""
         async with self._editing:
             self._check_open()
-            if camera_id not in self.cameras:
+            if camera_id in self.cameras:
+                self._api_camera(camera_id)
+                await self._stop_camera(camera_id)
+            else:
                 stored = await asyncio.to_thread(self.store.get_camera, camera_id)
                 if stored is None or stored.origin != "api":
                     raise UnknownCameraError(camera_id)
-                await asyncio.to_thread(self.spool.forget_camera, camera_id)
-                await self._write(self.store.delete_camera, camera_id)
-                return
-            self._api_camera(camera_id)
-            await self._stop_camera(camera_id)
             await asyncio.to_thread(self.spool.forget_camera, camera_id)  # what it sent last too
             await self._write(self.store.delete_camera, camera_id)
 
@@ -656,8 +654,6 @@ class Pipeline:
         future.add_done_callback(self._retention_done)
         try:
             report = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("retention failed; it runs again in %.0f s", RETENTION_EVERY_S)
         else:
