@@ -38,6 +38,7 @@ CONFIG_IMPORTS = {
     "hearthwatch.llm.engines.registry": "module",  # the engine plugins' settings: pydantic only
     "hearthwatch.runtime.detection.settings": "module",  # the detector plugins' settings
     "hearthwatch.runtime.accel.optimize": "lazy",
+    "hearthwatch.security.analysis.risk_rules": "lazy",  # checked only with the pipeline on
 }
 """What the settings module may import, and how: ``lazy`` only inside a function or under
 ``TYPE_CHECKING``, so importing the settings imports no torch."""

@@ -767,7 +767,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--camera", metavar="C[,C]", help="camera ids")
-    filters.add_argument("--level", metavar="L[,L]", help="none, low, medium, high, critical")
+    filters.add_argument("--level", metavar="L[,L]", help="low, medium, high, critical")
     filters.add_argument("--min-score", type=float, metavar="S", help="0–100")
     filters.add_argument("--label", help="an object class seen, e.g. person")
     filters.add_argument("--kind", choices=["window", "health"])

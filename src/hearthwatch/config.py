@@ -39,6 +39,7 @@ from hearthwatch.runtime.detection.settings import (
 
 if TYPE_CHECKING:
     from hearthwatch.runtime.accel.optimize import OptimizationSettings
+    from hearthwatch.security.analysis.risk_rules import RiskRules
 
 CONFIG_FILE_ENV = "HEARTHWATCH_CONFIG"
 NESTED_ENV_SEPARATOR = "__"
@@ -235,7 +236,21 @@ class Settings(BaseModel):
     retention_max_gb: float = Field(
         20.0, gt=0.0, description="Snapshots, clips and frames beyond this: oldest deleted."
     )
-    analyser: str = Field("rules", description="What turns a closed window into an event.")
+    analyser: str = Field(
+        "rules", description="What turns a closed window into an event: rules or llm."
+    )
+    analyser_options: dict[str, Any] = Field(
+        default_factory=dict, description="The analyser's own settings (validated by it)."
+    )
+    risk_rules: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Floors under the risk score per camera, zone, hours and arm mode, and the "
+        "threat rule, applied after any analyser: {rules: [{name, at_least, cameras, zones, "
+        "labels, arm_modes, starts, ends}], threat_floor, threat_min_score}.",
+    )
+    recent_events_minutes: float = Field(
+        30.0, ge=0.0, le=1440.0, description="How far back the analyser is told of events."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -257,6 +272,18 @@ class Settings(BaseModel):
             darknet = {**packaged_darknet_files(models_dir), **detector, **named}
             return {**data, "detector": darknet}
         return data
+
+    @model_validator(mode="after")
+    def _risk_rules_valid(self) -> Settings:
+        """The risk rules are checked at start-up, where the pipeline that applies them runs."""
+        if self.pipeline_enabled:
+            self.parsed_risk_rules()
+        return self
+
+    def parsed_risk_rules(self) -> RiskRules:
+        from hearthwatch.security.analysis.risk_rules import RiskRules
+
+        return RiskRules.model_validate(self.risk_rules)
 
     @model_validator(mode="after")
     def _batch_window_in_order(self) -> Settings:

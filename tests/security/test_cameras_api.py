@@ -781,7 +781,9 @@ def test_events_are_listed_newest_first_with_what_they_rest_on(
     health = [e for e in events if e["kind"] == "health"]
     assert health and all(e["camera"] == "lens" for e in health)
     assert all(not e["has_snapshot"] and not e["has_clip"] for e in health)
-    assert {e["level"] for e in health} != {e["level"] for e in windows}
+    assert {e["analyser"] for e in health} == {"health"}
+    assert {e["analyser"] for e in windows} == {"rules"}
+    assert all(e["details"]["arm_mode"] == "home" for e in windows)
 
 
 FILTERS: dict[
@@ -796,7 +798,7 @@ FILTERS: dict[
     "camera unknown": (lambda _: {"camera": "nobody"}, lambda e, p: False),
     "level": (lambda evs: {"level": evs[-1]["level"]}, lambda e, p: e["level"] == p["level"]),
     "levels": (
-        lambda evs: {"level": f"none,{evs[-1]['level']}"},
+        lambda evs: {"level": f"low,{evs[-1]['level']}"},
         lambda e, p: e["level"] in p["level"].split(","),
     ),
     "min_score": (

@@ -513,7 +513,7 @@ def add_events(store: EventStore) -> dict[str, str]:
         [
             (("person",), "high", 80.0),
             (("person_vehicle", "car"), "low", 20.0),
-            (("dog",), "none", 0.0),
+            (("dog",), "medium", 30.0),
         ]
     ):
         closed_window(store, f"w{n}", n + 1, [f"front-t{n}"])
@@ -542,17 +542,17 @@ def test_list_events_filters(store: EventStore) -> None:
     assert listed() == set(ids)
     assert listed(cameras=["back"]) == {"h1", "h2"}
     assert listed(cameras=["back", CAMERA]) == set(ids)
-    assert listed(levels=["high", "none"]) == {"w0", "w2"}
-    assert listed(min_score=20.0, max_score=80.0) == {"w0", "w1"}
+    assert listed(levels=["high", "medium"]) == {"w0", "w2"}
+    assert listed(min_score=20.0, max_score=80.0) == {"w0", "w1", "w2"}
+    assert listed(min_score=20.5, max_score=79.5) == {"w2"}
     assert listed(after=T0 + 100, before=T0 + 400) == {"w1", "w2", "h1", "h2"}
     assert listed(label="person") == {"w0"}
     assert listed(label="car") == {"w1"}
     assert listed(label="cat") == set()
     assert listed(kind="health", cameras=[CAMERA]) == {"h3"}
     assert store.count_events_by_level() == {
-        "none": 1,
         "low": 1,
-        "medium": 0,
+        "medium": 1,
         "high": 1,
         "critical": 3,
     }

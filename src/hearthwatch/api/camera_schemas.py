@@ -1,13 +1,17 @@
-"""Typed shapes of ``/api/cameras`` and ``/api/events`` for the OpenAPI document. Imported only
+"""Typed shapes of ``/api/cameras``, ``/api/events`` and the risk routes (arm mode, feedback, risk
+rules) for the OpenAPI document and the risk routes' bodies. Imported only
 where the camera pipeline's routes are served (it imports the camera settings, pydantic only)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from hearthwatch.security.analysis.risk_rules import RiskRules
 from hearthwatch.security.cameras import CameraConfig
+
+__all__ = ["CameraConfig", "RiskRules"]  # re-exported for the OpenAPI table
 
 
 class CameraOut(CameraConfig):
@@ -77,7 +81,9 @@ class EventOut(BaseModel):
     started_at: float
     ended_at: float
     score: float
-    level: Literal["none", "low", "medium", "high", "critical"]
+    level: Literal["low", "medium", "high", "critical"] = Field(
+        description="From the score: low 0–29, medium 30–59, high 60–84, critical 85–100."
+    )
     reasons: list[ReasonOut]
     analyser: str
     summary: str
@@ -86,6 +92,14 @@ class EventOut(BaseModel):
     created_at: float = Field(description="When the event was stored (its window closed).")
     has_snapshot: bool
     has_clip: bool
+    provisional: bool = Field(
+        description="An early alert, raised before the window closed; its analysis replaces it."
+    )
+    recommended_action: str
+    details: dict[str, Any] | None = Field(
+        description="How it was analysed: model, attempts, failures, a fallback, dropped "
+        "citations, risk rules applied, the arm mode."
+    )
 
 
 class EventList(BaseModel):
@@ -137,3 +151,35 @@ class EventDetail(EventOut):
     tracks: list[TrackOut] = []
     detections: list[DetectionOut] = []
     enrichments: list[EnrichmentOut]
+
+
+class ArmMode(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mode: Literal["home", "away", "night"]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    verdict: Literal["false_alarm", "confirmed"]
+    note: str = Field("", max_length=2_000)
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    event_id: str
+    verdict: Literal["false_alarm", "confirmed"]
+    note: str
+    created_at: float
+
+
+class FeedbackList(BaseModel):
+    feedback: list[FeedbackOut]
+
+
+class ScenarioFile(BaseModel):
+    """The format ``bench/risk_eval.py --scenarios`` reads (see ``bench/risk_scenarios.json``)."""
+
+    version: Literal[1]
+    scenarios: list[dict[str, Any]]

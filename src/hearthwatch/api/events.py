@@ -16,11 +16,11 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from hearthwatch.api.cameras import pipeline_of
 from hearthwatch.api.errors import ApiError
+from hearthwatch.security.evidence import LEVELS
 
 router = APIRouter(tags=["events"])
 
 EventId = Annotated[str, Path(max_length=64, description="The event's id.")]
-LEVEL_NAMES = ("none", "low", "medium", "high", "critical")
 
 
 def _names(value: str | None, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -54,6 +54,9 @@ def event_json(row: Any) -> dict[str, Any]:
         "created_at": row.created_at,
         "has_snapshot": row.snapshot_path is not None,
         "has_clip": row.clip_path is not None,
+        "provisional": row.provisional,
+        "recommended_action": row.recommended_action,
+        "details": row.details,
     }
 
 
@@ -89,7 +92,7 @@ async def list_events(
     rows, next_cursor = await asyncio.to_thread(
         pipeline.store.list_events,
         cameras=_names(camera, "camera") or None,
-        levels=_names(level, "level", LEVEL_NAMES) or None,  # type: ignore[arg-type]
+        levels=_names(level, "level", LEVELS) or None,  # type: ignore[arg-type]
         min_score=min_score,
         max_score=max_score,
         after=after,

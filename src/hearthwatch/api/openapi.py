@@ -229,6 +229,14 @@ def camera_operations() -> dict[str, Operation]:
         "GET /api/events/{id}": Operation(_json(c.EventDetail), (400, 404)),
         "GET /api/events/{id}/snapshot.jpg": Operation({"image/jpeg": BINARY}, (400, 404)),
         "GET /api/events/{id}/clip.mp4": Operation({"video/mp4": BINARY}, (400, 404)),
+        "GET /api/arm": Operation(_json(c.ArmMode)),
+        "PUT /api/arm": Operation(_json(c.ArmMode), BODY_ERRORS, body=_json(c.ArmMode)),
+        "GET /api/risk/rules": Operation(_json(c.RiskRules)),
+        "POST /api/events/{id}/feedback": Operation(
+            _json(c.FeedbackOut), (*BODY_ERRORS, 404), body=_json(c.FeedbackIn), ok_status=201
+        ),
+        "GET /api/events/{id}/feedback": Operation(_json(c.FeedbackList), (400,)),
+        "GET /api/feedback/export": Operation(_json(c.ScenarioFile), (400,)),
     }
 
 

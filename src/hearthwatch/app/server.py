@@ -62,10 +62,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(llm.router)
     if settings.pipeline_enabled:
-        from hearthwatch.api import cameras, events
+        from hearthwatch.api import cameras, events, risk
 
         app.include_router(cameras.router)
         app.include_router(events.router)
+        app.include_router(risk.router)
     openapi.install(app)
     return app
 

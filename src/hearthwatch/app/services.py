@@ -214,6 +214,7 @@ def build_llm(
 def build_pipeline(services: Services) -> Pipeline:
     """The camera pipeline on the served detector and the enrichment service; it imports
     SQLAlchemy, Alembic and PyAV, so only when PIPELINE_ENABLED is on. Start it on the loop."""
+    from hearthwatch.security.analysis.engines import GatewayEngine
     from hearthwatch.security.detector_link import ServedDetector
     from hearthwatch.security.pipeline import Pipeline
     from hearthwatch.security.tracker import continuation_score
@@ -224,4 +225,7 @@ def build_pipeline(services: Services) -> Pipeline:
         threshold=continuation_score(settings.detection_confidence_threshold),
         timeout_s=settings.request_timeout_ms / 1000,
     )
-    return Pipeline(settings, detector, services.enrichment, services.metrics.registry)
+    engine = GatewayEngine(services.llm) if services.llm is not None else None
+    return Pipeline(
+        settings, detector, services.enrichment, services.metrics.registry, chat_engine=engine
+    )

@@ -1,11 +1,13 @@
-"""A closed window becomes an event: its evidence read from the store, analysed, the citations
-checked, the snapshot (best frame, boxes drawn) and clip (the window's kept frames) written
-under the data directory, and the event stored with them, once per window.
+"""A closed window becomes an event: its evidence read from the store (with the arm mode and the
+events of the minutes before it), analysed, the citations checked, the risk rules applied, the
+snapshot (best frame, boxes drawn) and clip (the window's kept frames) written under the data
+directory, and the event stored with them, once per window (replacing its early alert, if it
+had one).
 
 An analyser that fails or cites detections it was not given is replaced, for that window, by
-the rule analyser, and the event says so (its ``analyser`` field and a log line): a window
-never stays without an event because of its analyser. Media that cannot be written leaves the
-event without it.
+the rule analyser, and the event says so (its ``analyser`` field, ``details.fallback_from`` and
+a log line): a window never stays without an event because of its analyser. Media that cannot
+be written leaves the event without it.
 
 :class:`EventWriter` is event-loop-confined; store calls go through the caller's store
 executor, media encoding to worker threads.
@@ -17,13 +19,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hearthwatch.security.analysis import build_analyser
 from hearthwatch.security.analysis.base import Analyser, check_citations
-from hearthwatch.security.evidence import Analysis, Level, WindowEvidence
+from hearthwatch.security.analysis.risk_rules import RiskRules, apply_rules
+from hearthwatch.security.evidence import Analysis, ArmMode, Level, WindowEvidence
 from hearthwatch.security.media import MediaError, best_snapshot, write_clip
 from hearthwatch.security.store.events_store import EventStore
 from hearthwatch.security.store.records import EventRecord
@@ -45,6 +48,17 @@ class CameraFacts:
     detect_fps: float
 
 
+@dataclass(frozen=True)
+class RiskSettings:
+    """What the writer applies to every window besides its analyser."""
+
+    rules: RiskRules
+    arm_mode: Callable[[], ArmMode]
+    """The arm mode now (read when the window is analysed)."""
+    recent_s: float = 1800.0
+    """How far back the events the analyser is told about reach."""
+
+
 class EventWriter:
     def __init__(
         self,
@@ -52,6 +66,8 @@ class EventWriter:
         store_call: StoreCall,
         analyser: Analyser,
         data_dir: Path,
+        risk: RiskSettings,
+        observe: Callable[[Analysis], None] = lambda analysis: None,
     ):
         self._store = store
         self._call = store_call
@@ -60,6 +76,8 @@ class EventWriter:
             analyser if analyser.name == FALLBACK_ANALYSER else build_analyser(FALLBACK_ANALYSER)
         )
         self._data_dir = data_dir
+        self._risk = risk
+        self._observe = observe
 
     async def write(self, window_id: str, camera_id: str, facts: CameraFacts) -> tuple[str, Level]:
         """Analyse the closed window and store its event; the event's id (the existing one
@@ -71,7 +89,15 @@ class EventWriter:
             zone_description=facts.zone_description,
             timezone=facts.timezone,
         )
-        analysis = await self._analyse(evidence)
+        recent = await self._call(
+            self._store.recent_events,
+            camera_id,
+            since=evidence.opened_at - self._risk.recent_s,
+            until=evidence.opened_at,
+        )
+        evidence = replace(evidence, arm_mode=self._risk.arm_mode(), recent_events=tuple(recent))
+        analysis = apply_rules(await self._analyse(evidence), evidence, self._risk.rules)
+        self._observe(analysis)
         snapshot_path, clip_path = await asyncio.to_thread(self._media, evidence, facts)
         record = EventRecord(
             kind="window",
@@ -89,6 +115,8 @@ class EventWriter:
             created_at=time.time(),
             snapshot_path=snapshot_path,
             clip_path=clip_path,
+            recommended_action=analysis.recommended_action,
+            details={**analysis.details, "arm_mode": evidence.arm_mode},
         )
         event_id: str = await self._call(self._store.add_event, record)
         return event_id, analysis.level
@@ -105,7 +133,12 @@ class EventWriter:
                 "window %s: the %s analyser failed (%s); the rule analyser answers instead",
                 evidence.window_id, self._analyser.name, exc,
             )  # fmt: skip
-        return await self._fallback.analyse(evidence)
+            failure = f"{type(exc).__name__}: {exc}"[:500]
+        ruled = await self._fallback.analyse(evidence)
+        return replace(
+            ruled,
+            details={**ruled.details, "fallback_from": self._analyser.name, "failures": [failure]},
+        )
 
     def _media(self, evidence: WindowEvidence, facts: CameraFacts) -> tuple[str | None, str | None]:
         """The snapshot and clip of the window, relative to the data directory (None for one

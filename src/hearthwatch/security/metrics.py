@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from hearthwatch.security.camera import COUNTERS
-from hearthwatch.security.evidence import LEVELS
+from hearthwatch.security.evidence import LEVELS, Analysis
 
 HEALTH_STATES = ("online", "offline", "tampered")
 CLOSE_LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -95,9 +95,34 @@ class PipelineMetrics:
             ["camera", "state"],
             registry=registry,
         )
+        self.analyses = Counter(
+            "hearthwatch_risk_analyses",
+            "Windows analysed, by the analyser that scored them and whether it was a fallback "
+            "(outcome: ok, fallback).",
+            ["analyser", "outcome"],
+            registry=registry,
+        )
+        self.dropped_reasons = Counter(
+            "hearthwatch_risk_dropped_reasons",
+            "Reasons of an analyser's answer dropped for citing ids the window does not hold.",
+            registry=registry,
+        )
+        self.early_alerts = Counter(
+            "hearthwatch_early_alerts",
+            "Provisional events raised by a critical trigger before their window closed.",
+            registry=registry,
+        )
         self.window_close_latency = Histogram(
             "hearthwatch_window_close_latency_seconds",
             "From a window's close to its event stored (analysis, snapshot and clip).",
             buckets=CLOSE_LATENCY_BUCKETS_S,
             registry=registry,
         )
+
+    def observe_analysis(self, analysis: Analysis) -> None:
+        """Count a window's analysis: who scored it and the reasons it dropped."""
+        fallback = "fallback_from" in analysis.details
+        self.analyses.labels(analysis.analyser, "fallback" if fallback else "ok").inc()
+        dropped = analysis.details.get("dropped_reasons", 0)
+        if isinstance(dropped, int) and dropped > 0:
+            self.dropped_reasons.inc(dropped)

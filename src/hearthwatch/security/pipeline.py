@@ -61,6 +61,7 @@ from hearthwatch.runtime.imaging.decode import ImageError, decode_image
 from hearthwatch.runtime.serving.batcher import DeadlineExceededError
 from hearthwatch.security.admission import DetectionAdmission
 from hearthwatch.security.analysis import build_analyser
+from hearthwatch.security.analysis.engines import ChatEngine
 from hearthwatch.security.camera import CameraOrigin, CameraRuntime, LaneItem, PushAck
 from hearthwatch.security.cameras import CameraConfig, configured_cameras, validation_problems
 from hearthwatch.security.detector_link import ServedDetector
@@ -72,7 +73,8 @@ from hearthwatch.security.errors import (
     PipelineClosedError,
     UnknownCameraError,
 )
-from hearthwatch.security.event_writer import CameraFacts, EventWriter
+from hearthwatch.security.event_writer import CameraFacts, EventWriter, RiskSettings
+from hearthwatch.security.evidence import ARM_MODES, ArmMode
 from hearthwatch.security.health import HealthChange
 from hearthwatch.security.metrics import PipelineMetrics
 from hearthwatch.security.observations import TrackedDetection
@@ -89,6 +91,7 @@ from hearthwatch.security.sources.status import SourceState, SourceStatus
 from hearthwatch.security.spool import Spool, SpooledFrame
 from hearthwatch.security.store.database import open_database
 from hearthwatch.security.store.events_store import EventStore
+from hearthwatch.security.store.feedback import FeedbackStore
 from hearthwatch.security.store.records import (
     DetectionRecord,
     EventRecord,
@@ -97,6 +100,7 @@ from hearthwatch.security.store.records import (
     WindowUpdate,
 )
 from hearthwatch.security.store.retention import apply_retention
+from hearthwatch.security.store.system_state import SystemStateStore
 from hearthwatch.security.windows import ClosedWindow, OpenWindowState
 from hearthwatch.security.zones import zones_at
 
@@ -112,6 +116,7 @@ STORE_BACKOFF_MIN_S = 0.5
 STORE_BACKOFF_MAX_S = 30.0
 ANALYSIS_RETRY_S = 60.0
 ENRICH_CONCURRENCY = 2
+ARM_MODE_KEY = "arm_mode"
 FORGET_TRACKS_AFTER_S = 600.0
 HEALTH_LEVELS = {"offline": "medium", "tampered": "high"}
 GIB = 1024**3
@@ -134,8 +139,10 @@ class Pipeline:
         detector: ServedDetector,
         enrichment: EnrichmentService | None,
         registry: CollectorRegistry,
+        chat_engine: ChatEngine | None = None,
     ):
         self.settings = settings
+        self.chat_engine = chat_engine
         self.detector = detector
         self.enrichment = enrichment
         self.data_dir = settings.data_dir
@@ -146,6 +153,10 @@ class Pipeline:
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="events-store")
         self._store: EventStore | None = None
         self._writer: EventWriter | None = None
+        self._state: SystemStateStore | None = None
+        self.feedback: FeedbackStore | None = None
+        self.arm_mode: ArmMode = "home"
+        """Changed by :meth:`set_arm_mode`, read when a window is analysed (on the loop)."""
         self._analysis: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
         self._analysing: set[str] = set()
         """Windows closed (or about to be) whose event is not written yet: retention leaves
@@ -163,6 +174,16 @@ class Pipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
+    async def set_arm_mode(self, mode: ArmMode) -> None:
+        """Store the arm mode (it outlives a restart), then use it for the windows analysed
+        from now on."""
+        if mode not in ARM_MODES:
+            raise ValueError(f"arm mode must be one of {', '.join(ARM_MODES)}")
+        if self._state is None:
+            raise PipelineClosedError()
+        await self._write(self._state.put, ARM_MODE_KEY, mode, now=time.time())
+        self.arm_mode = mode
+
     @property
     def store(self) -> EventStore:
         if self._store is None:
@@ -176,8 +197,18 @@ class Pipeline:
         self._loop = asyncio.get_running_loop()
         url = settings.database_url or f"sqlite:///{settings.data_dir / 'hearthwatch.db'}"
         self._store = await self._write(_opened_store, url)
-        analyser = build_analyser(settings.analyser)
-        self._writer = EventWriter(self.store, self._write, analyser, self.data_dir)
+        analyser = build_analyser(settings.analyser, settings.analyser_options, self.chat_engine)
+        self.feedback = FeedbackStore(self.store.database)
+        self._state = SystemStateStore(self.store.database)
+        stored_mode = await self._write(self._state.get, ARM_MODE_KEY)
+        if stored_mode in ARM_MODES:
+            self.arm_mode = stored_mode
+        risk = RiskSettings(
+            settings.parsed_risk_rules(), lambda: self.arm_mode, settings.recent_events_minutes * 60
+        )
+        self._writer = EventWriter(
+            self.store, self._write, analyser, self.data_dir, risk, self.metrics.observe_analysis
+        )
         await asyncio.to_thread(self.spool.remove_partials)  # before anything is spooled
         for config, origin in await self._configured_cameras():
             await self._start_camera(config, origin, source=False)
@@ -691,8 +722,9 @@ class Pipeline:
             self._analysing.discard(window_id)
             self.metrics.window_close_latency.observe(time.monotonic() - closed)
 
-    async def _write_event(self, window_id: str, camera_id: str) -> None:
-        assert self._writer is not None
+    async def camera_facts(self, camera_id: str) -> CameraFacts:
+        """What an analyser is told of a camera: from its running config, else its stored one
+        (a deleted camera's windows still get events), else its id in UTC."""
         runtime = self.cameras.get(camera_id)
         config: CameraConfig | None
         if runtime is not None:
@@ -703,11 +735,13 @@ class Pipeline:
                 config = CameraConfig.model_validate(dict(stored.config)) if stored else None
             except ValidationError:  # not valid any more: its window still gets its event
                 config = None
-        facts = (
-            CameraFacts(config.name, config.zone_description, config.timezone, config.detect_fps)
-            if config is not None
-            else CameraFacts(camera_id, "", "UTC", 5.0)
-        )
+        if config is None:
+            return CameraFacts(camera_id, "", "UTC", 5.0)
+        return CameraFacts(config.name, config.zone_description, config.timezone, config.detect_fps)
+
+    async def _write_event(self, window_id: str, camera_id: str) -> None:
+        assert self._writer is not None
+        facts = await self.camera_facts(camera_id)
         _, level = await self._writer.write(window_id, camera_id, facts)
         self.metrics.events.labels(level).inc()
 

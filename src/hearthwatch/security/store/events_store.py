@@ -33,6 +33,7 @@ from hearthwatch.security.evidence import (
     DetectionEvidence,
     Level,
     Reason,
+    RecentEvent,
     TrackEvidence,
     WindowEvidence,
 )
@@ -159,7 +160,12 @@ def _event_row(event: Event) -> EventRow:
         for reason in event.reasons
     )
     return _row(
-        EventRow, event, reasons=reasons, labels=tuple(event.labels), zones=tuple(event.zones)
+        EventRow,
+        event,
+        reasons=reasons,
+        labels=tuple(event.labels),
+        zones=tuple(event.zones),
+        provisional=bool(event.provisional),
     )
 
 
@@ -170,6 +176,7 @@ def _event_columns(event: EventRecord) -> dict[str, Any]:
         {"text": r.text, "detection_ids": list(r.detection_ids)} for r in event.reasons
     ]
     columns["labels"], columns["zones"] = list(event.labels), list(event.zones)
+    columns["details"] = None if event.details is None else dict(event.details)
     return columns
 
 
@@ -421,9 +428,14 @@ class EventStore:
 
     def add_event(self, event: EventRecord) -> str:
         """Stores the event and answers its id. A window event also marks its window analysed,
-        in the same transaction; for a window that has an event already nothing changes and
-        that event's id is answered. The window must be closed, of the event's camera, and
-        every reason may only cite detections of the window. Health events always insert."""
+        in the same transaction; for a window that has an analysed event already nothing
+        changes and that event's id is answered. The window must be closed, of the event's
+        camera, and every reason may only cite detections of the window. Health events always
+        insert.
+
+        A provisional event (an early alert) may be stored while its window is open, once per
+        window (a second answers the first's id); the window's analysed event then replaces
+        its fields and keeps its id."""
         _check_all("event", [event], EventRecord)
         return self._database.write(lambda session: _add_event(session, event))
 
@@ -539,6 +551,33 @@ class EventStore:
             return rows, None
         last = rows[limit - 1]
         return rows[:limit], encode_cursor(last.started_at, last.id)
+
+    def recent_events(
+        self, camera_id: str, *, since: float, until: float, limit: int = 6
+    ) -> list[RecentEvent]:
+        """Window events that started in ``since`` … ``until`` on any camera, newest first:
+        what an analyser is told happened shortly before a window."""
+        check_camera_id(camera_id)
+        check_time("since", since)
+        check_time("until", until)
+        statement = (
+            select(Event, Camera.name)
+            .outerjoin(Camera, Camera.id == Event.camera_id)
+            .where(Event.kind == "window", Event.started_at >= since, Event.started_at < until)
+            .order_by(Event.started_at.desc(), Event.id.desc())
+            .limit(max(1, min(limit, MAX_PAGE)))
+        )
+        return [
+            RecentEvent(
+                event_id=event.id,
+                camera_name=name if name is not None else event.camera_id,
+                same_camera=event.camera_id == camera_id,
+                started_at=event.started_at,
+                level=event.level,  # type: ignore[arg-type]
+                summary=event.summary,
+            )
+            for event, name in self._database.read(lambda s: s.execute(statement).all())
+        ]
 
     def get_event(self, event_id: str) -> EventDetail | None:
         """The event with its window's contents and every enrichment of the window's tracks;
@@ -729,29 +768,39 @@ def _prepare_windows(
 
 
 def _add_event(session: Session, event: EventRecord) -> str:
-    if event.window_id is not None:
-        window = session.get(Window, event.window_id, with_for_update=True)
-        if window is None:
-            raise UnknownReferenceError(f"no window {event.window_id}")
-        analysed = session.scalar(select(Event.id).where(Event.window_id == window.id))
-        if analysed is not None:
-            return analysed
-        if window.status == "open":
-            raise WindowStateError(f"window {window.id} is still open")
-        if window.camera_id != event.camera_id:
-            raise InvalidRecordError(f"window {window.id} is of another camera")
-        cited = {i for reason in event.reasons for i in reason.detection_ids}
-        if cited:
-            found = session.scalars(
-                select(Detection.id).where(
-                    Detection.window_id == window.id, Detection.id.in_(sorted(cited))
-                )
+    if event.window_id is None:
+        return _insert_event(session, event)
+    window = session.get(Window, event.window_id, with_for_update=True)
+    if window is None:
+        raise UnknownReferenceError(f"no window {event.window_id}")
+    existing = session.scalar(select(Event).where(Event.window_id == window.id))
+    if existing is not None and (event.provisional or not existing.provisional):
+        return existing.id
+    if window.status == "open" and not event.provisional:
+        raise WindowStateError(f"window {window.id} is still open")
+    if window.camera_id != event.camera_id:
+        raise InvalidRecordError(f"window {window.id} is of another camera")
+    cited = {i for reason in event.reasons for i in reason.detection_ids}
+    if cited:
+        found = session.scalars(
+            select(Detection.id).where(
+                Detection.window_id == window.id, Detection.id.in_(sorted(cited))
             )
-            foreign = sorted(cited - set(found))
-            if foreign:
-                shown = ", ".join(map(str, foreign[:10]))
-                raise InvalidRecordError(f"reasons cite detections not in the window: {shown}")
+        )
+        foreign = sorted(cited - set(found))
+        if foreign:
+            shown = ", ".join(map(str, foreign[:10]))
+            raise InvalidRecordError(f"reasons cite detections not in the window: {shown}")
+    if not event.provisional:
         window.status = "analysed"
+    if existing is None:
+        return _insert_event(session, event)
+    for name, value in _event_columns(event).items():  # the analysis replaces the early alert
+        setattr(existing, name, value)
+    return existing.id
+
+
+def _insert_event(session: Session, event: EventRecord) -> str:
     event_id = new_event_id(event.started_at)
     session.add(Event(id=event_id, **_event_columns(event)))
     return event_id

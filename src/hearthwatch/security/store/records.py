@@ -37,6 +37,7 @@ from hearthwatch.security.store.validation import (
     check_choice,
     check_id,
     check_int,
+    check_json_object,
     check_names,
     check_number,
     check_relative_path,
@@ -177,6 +178,13 @@ class EventFields:
     issued at nearly the same time may be stored a little out of this order)."""
     snapshot_path: str | None = None
     clip_path: str | None = None
+    provisional: bool = False
+    """Raised by a critical trigger before its window closed; the analysed event replaces its
+    fields (same id) when the window is analysed."""
+    recommended_action: str = ""
+    details: Mapping[str, Any] | None = None
+    """How it was analysed: the analyser's attempts, a fallback and why, citations dropped,
+    the user rules applied (a JSON object)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,11 @@ class EventRecord(EventFields):
         check_time("created_at", self.created_at)
         check_relative_path("snapshot_path", self.snapshot_path)
         check_relative_path("clip_path", self.clip_path)
+        if self.provisional and self.window_id is None:
+            raise InvalidRecordError("only a window's event can be provisional")
+        check_text("recommended_action", self.recommended_action, MAX_TEXT_LENGTH, empty=True)
+        if self.details is not None:
+            check_json_object("details", self.details)
 
 
 @dataclass(frozen=True)

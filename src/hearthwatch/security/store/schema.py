@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Double,
     ForeignKey,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import false
 
 ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids; on SQLite ``INTEGER`` so that the id is the rowid and numbers itself."""
@@ -167,7 +169,7 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         CheckConstraint("kind IN ('window', 'health')", name="kind"),
-        CheckConstraint("level IN ('none', 'low', 'medium', 'high', 'critical')", name="level"),
+        CheckConstraint("level IN ('low', 'medium', 'high', 'critical')", name="level"),
         Index(None, "started_at", "id"),
         Index(None, "camera_id", "started_at", "id"),
         Index(None, "level", "started_at", "id"),
@@ -190,3 +192,34 @@ class Event(Base):
     snapshot_path: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
     clip_path: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
     created_at: Mapped[float]
+    provisional: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """Raised early by a critical trigger; the window's analysed event replaces it."""
+    recommended_action: Mapped[str] = mapped_column(Text, server_default="")
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """How the event was analysed: attempts, fallback, dropped citations, user rules applied."""
+
+
+class Feedback(Base):
+    """A person's verdict on an event; removed with it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('false_alarm', 'confirmed')", name="verdict"),
+        Index(None, "event_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[float]
+
+
+class SystemState(Base):
+    """Settings changed at run time that outlive a restart (the arm mode), by key."""
+
+    __tablename__ = "system_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[float]

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from hearthwatch.evaluation.risk_scenarios import (
+from hearthwatch.security.evidence import LEVELS
+from hearthwatch.security.risk_quality.scenarios import (
     POSTURES,
     SPLITS,
     Scenario,
     camera_slug,
     load_scenarios,
 )
-from hearthwatch.security.evidence import LEVELS
 
-SCENARIOS_FILE = Path(__file__).resolve().parents[1] / "bench" / "risk_scenarios.json"
+SCENARIOS_FILE = Path(__file__).resolve().parents[2] / "bench" / "risk_scenarios.json"
 
 
 @pytest.fixture(scope="module")
