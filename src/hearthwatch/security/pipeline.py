@@ -10,9 +10,12 @@ frame, its detections, tracks and windows in one transaction; then the frame's f
 media (it has detections) or deleted. A detector that is overloaded and a store that is busy or
 unreachable are waited for (backing off), so no admitted frame is given up for them; a frame
 that fails for good is kept under ``DATA_DIR/failed/``. Tracks due for enrichment are enriched
-in the background (at most once per track per ``ENRICHMENT_INTERVAL_S``). A tick closes windows
-that are due, and a single analysis task turns each closed window into an event (one whose
-event cannot be written is tried again).
+in the background (at most once per track per ``ENRICHMENT_INTERVAL_S``; a frame model's answer,
+such as the threats it saw, is stored with every detection of the frame). A window that meets a
+critical trigger gets an early, provisional event at once (:mod:`.early_alerts`). A tick closes
+windows that are due, and a single analysis task turns each closed window into an event
+(:mod:`.event_writer`: the analyser, then the risk rules, in the arm mode set by
+:meth:`Pipeline.set_arm_mode`); one whose event cannot be written is tried again.
 
 Windows close by the camera's clock: the capture time of its last processed frame plus the time
 since, held back to the capture time of the earliest frame waiting in its lane or in process
@@ -43,7 +46,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,7 @@ from hearthwatch.security.analysis.engines import ChatEngine
 from hearthwatch.security.camera import CameraOrigin, CameraRuntime, LaneItem, PushAck
 from hearthwatch.security.cameras import CameraConfig, configured_cameras, validation_problems
 from hearthwatch.security.detector_link import ServedDetector
+from hearthwatch.security.early_alerts import EarlyAlerts
 from hearthwatch.security.errors import (
     CameraConflictError,
     CameraDisabledError,
@@ -155,6 +159,7 @@ class Pipeline:
         self._writer: EventWriter | None = None
         self._state: SystemStateStore | None = None
         self.feedback: FeedbackStore | None = None
+        self._early: EarlyAlerts | None = None
         self.arm_mode: ArmMode = "home"
         """Changed by :meth:`set_arm_mode`, read when a window is analysed (on the loop)."""
         self._analysis: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
@@ -208,6 +213,14 @@ class Pipeline:
         )
         self._writer = EventWriter(
             self.store, self._write, analyser, self.data_dir, risk, self.metrics.observe_analysis
+        )
+        self._early = EarlyAlerts(
+            risk.rules,
+            self.store,
+            self._write,
+            self.camera_facts,
+            lambda: self.arm_mode,
+            self.metrics.early_alerts.inc,
         )
         await asyncio.to_thread(self.spool.remove_partials)  # before anything is spooled
         for config, origin in await self._configured_cameras():
@@ -512,8 +525,13 @@ class Pipeline:
         )
         ids = await self._recorded(record, records, windows, links)
         await asyncio.to_thread(self.spool.keep if records else self.spool.discard, frame)
+        window_of = {i: r.window_id for i, r in zip(ids, records, strict=True)}
+        early = self._early
+        if records and early is not None and early.watches(runtime.id, {r.label for r in records}):
+            for window_id in set(window_of.values()):
+                self._spawn(early.check(window_id, runtime.id))
         if ids and self.enrichment is not None:
-            self._enrich_due(runtime, image, tracked, ids)
+            self._enrich_due(runtime, image, tracked, ids, window_of)
 
     async def _recorded(
         self,
@@ -603,9 +621,11 @@ class Pipeline:
         image: np.ndarray,
         tracked: Sequence[TrackedDetection],
         ids: Sequence[int],
+        window_of: Mapping[int, str],
     ) -> None:
         """Enrich, in the background, the tracks not enriched within the interval; skipped
-        (tried again on a later frame) while the enrichment slots are busy."""
+        (tried again on a later frame) while the enrichment slots are busy. A threat found
+        checks its window for an early alert."""
         now = time.monotonic()
         interval = self.settings.enrichment_interval_s
         due = [
@@ -617,9 +637,15 @@ class Pipeline:
             return
         for found, _ in due:
             runtime.last_enriched[found.track_key] = now
-        self._spawn(self._enrich(image, due))
+        self._spawn(self._enrich(runtime.id, image, due, window_of))
 
-    async def _enrich(self, image: np.ndarray, due: list[tuple[TrackedDetection, int]]) -> None:
+    async def _enrich(
+        self,
+        camera_id: str,
+        image: np.ndarray,
+        due: list[tuple[TrackedDetection, int]],
+        window_of: Mapping[int, str],
+    ) -> None:
         assert self.enrichment is not None
         async with self._enriching:
             detections = [InputDetection(f.detection.label, f.detection.box) for f, _ in due]
@@ -631,9 +657,15 @@ class Pipeline:
                 log.warning("enrichment failed: %s", exc)
                 return
             now = time.time()
+            early = self._early
+            threatened: set[str] = set()
+            frame_wide = {name: {"frame": value} for name, value in result.frame.items()}
             for (found, detection_id), per_model in zip(due, result.detections, strict=True):
-                for model, value in per_model.items():
+                # a frame model's answer (threats) is stored with every detection it saw
+                for model, value in {**per_model, **frame_wide}.items():
                     answer = dict(value) if isinstance(value, dict) else {"value": value}
+                    if early is not None and early.threatening(answer):
+                        threatened.add(window_of[detection_id])
                     embedding = answer.pop("embedding", None)
                     vector = None if embedding is None else np.asarray(embedding, np.float32)
                     await self._write(
@@ -645,6 +677,9 @@ class Pipeline:
                         vector,
                         created_at=now,
                     )
+            if early is not None:
+                for window_id in threatened:
+                    self._spawn(early.check(window_id, camera_id))
 
     # -- windows, events, health ------------------------------------------------------------
     async def _tick_loop(self) -> None:

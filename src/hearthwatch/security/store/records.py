@@ -280,9 +280,13 @@ class WindowContents:
     """Ordered by capture time, then id."""
     frame_paths: Mapping[int, str]
 
-    def evidence(self, *, camera_name: str, zone_description: str, timezone: str) -> WindowEvidence:
-        """The analyser's view of this window, which must be closed."""
-        if self.window.closed_at is None:
+    def evidence(
+        self, *, camera_name: str, zone_description: str, timezone: str, so_far: bool = False
+    ) -> WindowEvidence:
+        """The analyser's view of this window, which must be closed unless ``so_far`` (an open
+        window is then seen up to its last detection)."""
+        closed_at = self.window.closed_at
+        if closed_at is None and not so_far:
             raise WindowStateError(f"window {self.window.id} is still open")
         return WindowEvidence(
             window_id=self.window.id,
@@ -291,7 +295,7 @@ class WindowContents:
             zone_description=zone_description,
             timezone=timezone,
             opened_at=self.window.opened_at,
-            closed_at=self.window.closed_at,
+            closed_at=self.window.last_detection_at if closed_at is None else closed_at,
             linked_window_ids=self.linked_window_ids,
             tracks=self.tracks,
             detections=self.detections,
