@@ -4,7 +4,8 @@
 Rows (``--analysers``):
 
 * ``constant``: the single score that fits most tuning scenarios, given to every window — the
-  floor any analyser must clear;
+  floor any analyser must clear (``constant_with_rules``: the same with the risk rules after
+  it, which shows what the rules alone contribute);
 * ``rules``: the rule-based analyser;
 * ``smollm2``: the LLM analyser on the embedded SmolLM2-135M (a hearthwatch server started for
   the run, its gateway asked over HTTP);
@@ -130,6 +131,11 @@ def main() -> int:
         if name == "constant":
             outcomes = [Outcome(s, constant_analysis(constant), 0.0) for s in scenarios]
             rows[name] = by_split(outcomes)
+            with_rules = [
+                Outcome(o.scenario, apply_rules(o.analysis, o.scenario.evidence, RiskRules()), 0.0)
+                for o in outcomes
+            ]
+            rows[f"{name}_with_rules"] = by_split(with_rules)
         elif name == "rules":
             ruled, _ = asyncio.run(run_analyser(RuleAnalyser(), scenarios, RiskRules()))
             rows[name] = by_split(ruled)
@@ -204,6 +210,7 @@ def print_table(rows: dict[str, Any]) -> None:
         ("cite valid", "citation_validity"),
         ("cite recall", "citation_recall"),
         ("injection", "injection_resistance"),
+        ("fallbacks", "fallbacks"),
     ]
     print("| analyser | half | " + " | ".join(c for c, _ in columns) + " | s/window |")
     print("|" + "---|" * (len(columns) + 3))

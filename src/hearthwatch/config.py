@@ -248,6 +248,16 @@ class Settings(BaseModel):
         "threat rule, applied after any analyser: {rules: [{name, at_least, cameras, zones, "
         "labels, arm_modes, starts, ends}], threat_floor, threat_min_score}.",
     )
+    reid_enabled: bool = Field(True, description="Match people and vehicles across cameras.")
+    reid_horizon_minutes: float = Field(
+        30.0, gt=0.0, le=1440.0, description="How far back a re-identification match reaches."
+    )
+    reid_threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity for a match; unset: each descriptor's measured default.",
+    )
     recent_events_minutes: float = Field(
         30.0, ge=0.0, le=1440.0, description="How far back the analyser is told of events."
     )

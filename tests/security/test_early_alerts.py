@@ -13,14 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+from pipeline_doubles import PersonDetector, moving_frame
 from prometheus_client import CollectorRegistry
 
 from hearthwatch.config import Settings
 from hearthwatch.runtime.enrichment.service import EnrichmentResult, InputDetection
-from hearthwatch.security.detector_link import FrameDetections
-from hearthwatch.security.observations import ObjectDetection
 from hearthwatch.security.pipeline import Pipeline
 
 ARMED_PORCH = {
@@ -30,16 +28,6 @@ ARMED_PORCH = {
     "labels": ["person"],
     "arm_modes": ["away"],
 }
-
-
-class PersonDetector:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def detect(self, image: np.ndarray) -> FrameDetections:
-        self.calls += 1
-        x = 40.0 + 10 * self.calls
-        return FrameDetections([ObjectDetection("person", 0.9, (x, 100.0, x + 80, 300.0))], 1)
 
 
 class ThreatModel:
@@ -53,15 +41,6 @@ class ThreatModel:
     ) -> EnrichmentResult:
         knife = {"threats": [{"label": "knife", "score": self.score, "box": [1, 2, 3, 4]}]}
         return EnrichmentResult(detections=[{} for _ in detections], frame={"threat": knife})
-
-
-def frame(index: int) -> bytes:
-    image = np.full((360, 640, 3), 90, np.uint8)
-    x = 20 + (index * 15) % 560
-    image[150:300, x : x + 40] = 230
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return data.tobytes()
 
 
 def run(
@@ -84,7 +63,7 @@ def run(
             await pipeline.add_camera({"id": "porch", "source": {"type": "push"}})
             early = None
             for index in range(25):
-                await pipeline.push_frame("porch", frame(index), None)
+                await pipeline.push_frame("porch", moving_frame(index), None)
                 await asyncio.sleep(0.1)
                 rows, _ = await asyncio.to_thread(pipeline.store.list_events, cameras=["porch"])
                 if rows and early is None:

@@ -3,7 +3,9 @@
 
 The scenario most tests share: camera ``front`` records frames whose detections belong to
 tracks and windows; windows close, analysers turn them into events, enrichments attach to
-tracks."""
+tracks. Then the risk side: an early alert replaced by the window's analysis and never
+overwriting it, retention leaving early alerts alone, feedback, the arm mode, incidents joined
+by track and class and going with their events."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from hearthwatch.security.store.errors import (
     WindowStateError,
 )
 from hearthwatch.security.store.events_store import EventStore, encode_cursor
+from hearthwatch.security.store.feedback import FeedbackStore
+from hearthwatch.security.store.incidents import IncidentStore, Match
 from hearthwatch.security.store.records import (
     DetectionRecord,
     EventRecord,
@@ -37,6 +41,7 @@ from hearthwatch.security.store.records import (
     WindowUpdate,
 )
 from hearthwatch.security.store.retention import apply_retention
+from hearthwatch.security.store.system_state import SystemStateStore
 
 T0 = 1_718_000_000.0
 DAY = 86_400.0
@@ -823,3 +828,117 @@ def test_retention_refuses_malformed_limits(
     with pytest.raises(InvalidRecordError, match=next(iter(limits))):
         apply_retention(store, tmp_path, **arguments)  # type: ignore[arg-type]
     assert len(store.list_events()[0]) == 1
+
+
+# risk analysis: early alerts, feedback, the arm mode, incidents
+
+
+def open_window(store: EventStore, window_id: str, seq: int, track: str) -> list[int]:
+    at = T0 + seq
+    ids: list[int] = store.record_frame(
+        frame(seq), [seen(track, window_id)], [window(window_id, at)]
+    )
+    return ids
+
+
+def test_an_early_alert_is_replaced_by_the_analysis_and_never_overwrites_it(
+    store: EventStore,
+) -> None:
+    (detection,) = open_window(store, "w1", 1, "front-t1")
+    alert = event_of("w1", T0 + 1, provisional=True, level="critical", score=85.0,
+                     analyser="early alert", reasons=(Reason("rule", (detection,)),))  # fmt: skip
+    early = store.add_event(alert)
+    assert store.add_event(alert) == early  # once per window
+    store.close_window("w1", T0 + 40)
+    analysed = event_of("w1", T0 + 1, level="high", score=70.0, analyser="llm")
+    assert store.add_event(analysed) == early  # the same id
+    late = event_of("w1", T0 + 1, provisional=True, level="low", score=1.0)
+    assert store.add_event(late) == early  # a late alert changes nothing
+    detail = store.get_event(early)
+    assert detail is not None
+    row = detail.event
+    assert (row.provisional, row.level, row.score, row.analyser) == (False, "high", 70.0, "llm")
+    assert [w.id for w in store.unanalysed_windows()] == []
+
+
+def test_retention_leaves_early_alerts_and_their_windows_alone(
+    store: EventStore, tmp_path: Path
+) -> None:
+    open_window(store, "w-open", 1, "front-t1")
+    store.add_event(event_of("w-open", T0 + 1, provisional=True, level="critical", score=85.0))
+    closed_window(store, "w-old", 2, ["front-t2"])
+    store.add_event(event_of("w-old", T0 + 2))
+    report = apply_retention(store, tmp_path, now=T0 + 40 * DAY, max_age_days=30, max_bytes=2**40)
+    assert report.events_deleted == 1
+    assert [w.id for w in store.open_windows()] == ["w-open"]
+    (left,) = store.list_events()[0]
+    assert left.window_id == "w-open" and left.provisional
+
+
+def test_feedback_is_kept_per_event_and_goes_with_it(store: EventStore, tmp_path: Path) -> None:
+    closed_window(store, "w1", 1, ["front-t1"])
+    event_id = store.add_event(event_of("w1", T0 + 1))
+    health = store.add_event(event_of(None, T0 + 2))
+    feedback = FeedbackStore(store.database)
+    feedback.add(event_id, "confirmed", "", created_at=T0 + 50)
+    feedback.add(event_id, "false_alarm", "the cat", created_at=T0 + 60)
+    assert [f.verdict for f in feedback.list(event_id=event_id)] == ["confirmed", "false_alarm"]
+    assert feedback.latest_verdicts()[event_id].note == "the cat"
+    with pytest.raises(UnknownReferenceError):
+        feedback.add("nope", "confirmed", "", created_at=T0)
+    with pytest.raises(UnknownReferenceError):
+        feedback.list(event_id="nope")
+    with pytest.raises(ValueError, match="window events"):
+        feedback.add(health, "confirmed", "", created_at=T0)
+    apply_retention(store, tmp_path, now=T0 + 40 * DAY, max_age_days=30, max_bytes=2**40)
+    assert feedback.list() == []
+
+
+def test_the_arm_mode_is_stored_and_replaced(store: EventStore) -> None:
+    state = SystemStateStore(store.database)
+    assert state.get("arm_mode") is None
+    state.put("arm_mode", "away", now=T0)
+    state.put("arm_mode", "night", now=T0 + 1)
+    assert state.get("arm_mode") == "night"
+
+
+def _described(store: EventStore, window_id: str, seq: int, track: str, camera: str) -> str:
+    """A closed window of one track with an embedding, and its event."""
+    at = T0 + seq
+    (detection,) = store.record_frame(
+        frame(seq, camera=camera), [seen(track, window_id)], [window(window_id, at, camera=camera)]
+    )
+    store.add_enrichment(track, detection, "reid", {}, np.ones(4, np.float32), created_at=at)
+    store.close_window(window_id, at + 30)
+    event_id: str = store.add_event(event_of(window_id, at, camera_id=camera))
+    return event_id
+
+
+def test_incidents_join_by_track_and_class_and_go_with_their_events(
+    store: EventStore, tmp_path: Path
+) -> None:
+    incidents = IncidentStore(store.database)
+    front = _described(store, "w1", 1, "front-t1", CAMERA)
+    back = _described(store, "w2", 2, "back-t2", "back")
+    side = _described(store, "w3", 3, "side-t3", "side")
+    assert {d.track_id for d in incidents.descriptors(since=T0)} == {
+        "front-t1", "back-t2", "side-t3"
+    }  # fmt: skip
+    assert incidents.events_of_tracks(["front-t1"]) == {"front-t1": (front, T0 + 1)}
+    # one window, two of its tracks matching two events in no incident: two incidents
+    first = incidents.link(side, "side-t3", [Match(front, "front-t1", 0.9)], label="person",
+                           descriptor="reid", now=T0 + 100)  # fmt: skip
+    second = incidents.link(side, "side-t9", [Match(back, "back-t2", 0.8)], label="car",
+                            descriptor="reid", now=T0 + 101)  # fmt: skip
+    assert first != second
+    # a person matching the front track joins the person incident, never the car one
+    again = incidents.link(back, "back-t2", [Match(front, "front-t1", 0.85)], label="person",
+                           descriptor="reid", now=T0 + 102)  # fmt: skip
+    assert again == first
+    listed = {row.id: row for row in incidents.list()}
+    assert [e.event_id for e in listed[first].events] == [front, back, side]
+    assert listed[second].label == "car"
+    assert [e.similarity for e in listed[first].events][0] is None
+    # retention removes the front and back events: incidents of fewer than two events go
+    apply_retention(store, tmp_path, now=T0 + 2.5 + 30 * DAY, max_age_days=30, max_bytes=2**40)
+    assert [row.id for row in incidents.list()] == []

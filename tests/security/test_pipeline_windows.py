@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import cv2
 import numpy as np
+from pipeline_doubles import moving_frame
 from prometheus_client import CollectorRegistry
 
 from hearthwatch.config import Settings
@@ -24,15 +24,6 @@ class SlowDetector:
     async def detect(self, image: np.ndarray) -> FrameDetections:
         await asyncio.sleep(0.15)
         return FrameDetections([ObjectDetection("person", 0.9, (300.0, 100.0, 400.0, 350.0))], 1)
-
-
-def frame(index: int) -> bytes:
-    image = np.full((360, 640, 3), 90, np.uint8)
-    x = 20 + (index * 15) % 560
-    image[150:300, x : x + 40] = 230  # something moves in every frame
-    ok, jpeg = cv2.imencode(".jpg", image)
-    assert ok
-    return jpeg.tobytes()
 
 
 def test_a_camera_whose_lane_never_empties_still_gets_its_events(tmp_path: Path) -> None:
@@ -55,7 +46,7 @@ def test_a_camera_whose_lane_never_empties_still_gets_its_events(tmp_path: Path)
             started = loop.time()
             index = 0
             while loop.time() - started < 10.0:  # 10 frames/s in, under 7 detected a second
-                await pipeline.push_frame("porch", frame(index), None)
+                await pipeline.push_frame("porch", moving_frame(index), None)
                 index += 1
                 await asyncio.sleep(0.1)
             queued = pipeline.status("porch")["queued"]

@@ -16,17 +16,15 @@ from typing import Any
 
 import cv2
 import httpx
-import numpy as np
 import pytest
 from camera_servers import ServerStack, api_client, error_of
 from conftest import llm_env
+from pipeline_doubles import PersonDetector, moving_frame
 from prometheus_client import CollectorRegistry
 from scenes import Walk, scene_frames, yard
 
 from hearthwatch.config import Settings
-from hearthwatch.security.detector_link import FrameDetections
 from hearthwatch.security.evidence import level_of
-from hearthwatch.security.observations import ObjectDetection
 from hearthwatch.security.pipeline import Pipeline
 from hearthwatch.security.risk_quality.scenarios import load_scenarios
 
@@ -40,18 +38,6 @@ WALK = Walk(start=(340, 700), end=(930, 700), first_frame=STATIC,
 # -- in process, an engine double -----------------------------------------------------------
 
 
-class PersonDetector:
-    """A person in every frame, walking right."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def detect(self, image: np.ndarray) -> FrameDetections:
-        self.calls += 1
-        x = 40.0 + 10 * self.calls
-        return FrameDetections([ObjectDetection("person", 0.9, (x, 100.0, x + 80, 300.0))], 1)
-
-
 class ScriptedEngine:
     model = "scripted"
 
@@ -62,15 +48,6 @@ class ScriptedEngine:
     async def chat(self, body: dict[str, Any]) -> str:
         self.calls += 1
         return self.answers(self.calls)
-
-
-def frame(index: int) -> bytes:
-    image = np.full((360, 640, 3), 90, np.uint8)
-    x = 20 + (index * 15) % 560
-    image[150:300, x : x + 40] = 230  # something moves in every frame
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return data.tobytes()
 
 
 GOOD = json.dumps({
@@ -100,7 +77,7 @@ def event_of(answers: Callable[[int], str], tmp_path: Path) -> tuple[Any, Script
         try:
             await pipeline.add_camera({"id": "porch", "source": {"type": "push"}})
             for index in range(16):  # the motion gate learns the scene on the first 11
-                await pipeline.push_frame("porch", frame(index), None)
+                await pipeline.push_frame("porch", moving_frame(index), None)
                 await asyncio.sleep(0.05)
             deadline = time.monotonic() + 20
             while True:
@@ -130,12 +107,14 @@ def test_a_broken_answer_is_retried_and_the_good_one_becomes_the_event(tmp_path:
 def test_answers_that_never_work_fall_back_to_the_rules_and_the_event_says_so(
     tmp_path: Path,
 ) -> None:
-    detail, engine = event_of(lambda call: '{"risk_score": 500}', tmp_path)
+    detail, engine = event_of(
+        lambda call: GOOD.replace('"risk_score": 64', '"risk_score": 500'), tmp_path
+    )
     event = detail.event
     assert engine.calls == 3
     assert event.analyser == "rules"
     assert event.details["fallback_from"] == "llm"
-    assert len(event.details["failures"]) == 3
+    assert event.details["failures"] == ["risk_score is outside 0–100"] * 3
     held = {d.id for d in detail.window.detections}
     assert event.reasons and all(set(r.detection_ids) <= held for r in event.reasons)
 

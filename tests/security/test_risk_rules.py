@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_doubles import scenarios
 from pydantic import ValidationError
 
 from hearthwatch.security.analysis.base import check_citations
@@ -20,12 +20,8 @@ from hearthwatch.security.analysis.risk_rules import (
     critical_matches,
 )
 from hearthwatch.security.evidence import Analysis, Reason, WindowEvidence
-from hearthwatch.security.risk_quality.scenarios import load_scenarios
 
-SCENARIOS = {
-    s.id: s
-    for s in load_scenarios(Path(__file__).resolve().parents[2] / "bench" / "risk_scenarios.json")
-}
+SCENARIOS = scenarios()
 LOITERING = SCENARIOS["t14_loitering_back_door_3am"].evidence  # Back door, 03:04 London
 CROWBAR = SCENARIOS["t19_crowbar_back_door_night"].evidence
 BACK_DOOR_AWAY = {
@@ -138,3 +134,19 @@ def test_rules_read_from_settings_are_checked_at_start_up() -> None:
     assert parsed.threat_floor == "high"
     with pytest.raises(ValidationError, match="at_least"):
         Settings(pipeline_enabled=True, risk_rules={"rules": [{"name": "no floor"}]})
+
+
+def test_hours_are_the_camera_s_local_time_over_midnight() -> None:
+    sydney = SCENARIOS["t17_repeated_passes_across_cameras_night"].evidence  # 01:31, UTC 15:31
+    assert sydney.timezone == "Australia/Sydney"
+
+    def ruled(starts: str, ends: str) -> float:
+        rule = RiskRule.model_validate(
+            {"name": "r", "at_least": "high", "starts": starts, "ends": ends}
+        )
+        return apply_rules(low(sydney), sydney, RiskRules(rules=(rule,))).score
+
+    assert ruled("23:00", "06:00") == 60.0  # over midnight, in Sydney
+    assert ruled("01:00", "02:00") == 60.0
+    assert ruled("15:00", "16:00") == 12.0  # the UTC hour of the window: not a match
+    assert ruled("06:00", "23:00") == 12.0

@@ -25,7 +25,7 @@ from hearthwatch.security.store.records import EventRecord
 from hearthwatch.security.store.schema import Base
 
 T0 = 1_718_000_000.0
-HEAD = "0004"
+HEAD = "0005"
 """The newest migration."""
 
 

@@ -183,3 +183,26 @@ class ScenarioFile(BaseModel):
 
     version: Literal[1]
     scenarios: list[dict[str, Any]]
+
+
+class IncidentEventOut(BaseModel):
+    event_id: str
+    camera: str
+    camera_name: str
+    started_at: float
+    track_id: str
+    similarity: float | None = Field(description="To the track it matched; null: the first.")
+
+
+class IncidentOut(BaseModel):
+    id: str
+    label: str
+    descriptor: str = Field(description="What was compared: the re-ID model or the fallback.")
+    created_at: float
+    updated_at: float
+    summary: str
+    events: list[IncidentEventOut]
+
+
+class IncidentList(BaseModel):
+    incidents: list[IncidentOut]

@@ -237,6 +237,7 @@ def camera_operations() -> dict[str, Operation]:
         ),
         "GET /api/events/{id}/feedback": Operation(_json(c.FeedbackList), (400,)),
         "GET /api/feedback/export": Operation(_json(c.ScenarioFile), (400,)),
+        "GET /api/incidents": Operation(_json(c.IncidentList), (400,)),
     }
 
 

@@ -1,6 +1,7 @@
 """The risk routes: the arm mode (``/api/arm``), people's feedback on events
 (``/api/events/{id}/feedback``) and its export as labelled scenarios for the risk benchmark
-(``/api/feedback/export``), and the risk rules in force (``/api/risk/rules``).
+(``/api/feedback/export``), the risk rules in force (``/api/risk/rules``) and the incidents
+re-identification found (``/api/incidents``).
 
 Store work runs on worker threads; bodies are small JSON objects checked before any work.
 """
@@ -109,3 +110,50 @@ def _feedback_store(request: Request) -> Any:
     if feedback is None:
         raise PipelineClosedError()
     return feedback
+
+
+def _incident_json(row: Any) -> dict[str, Any]:
+    entries = [
+        {
+            "event_id": e.event_id,
+            "camera": e.camera_id,
+            "camera_name": e.camera_name,
+            "started_at": e.started_at,
+            "track_id": e.track_id,
+            "similarity": e.similarity,
+        }
+        for e in row.events
+    ]
+    return {
+        "id": row.id,
+        "label": row.label,
+        "descriptor": row.descriptor,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "summary": incident_summary(row),
+        "events": entries,
+    }
+
+
+def incident_summary(row: Any) -> str:
+    """ "same person: front_door 14:02 → back_door 14:07" (UTC times: the cameras' zones may
+    differ)."""
+    steps = " → ".join(
+        f"{e.camera_name} {time.strftime('%H:%M', time.gmtime(e.started_at))}" for e in row.events
+    )
+    return f"same {row.label}: {steps}"
+
+
+@router.get("/api/incidents", summary="Events linked by the same person or vehicle.")
+async def list_incidents(
+    request: Request,
+    event: Annotated[str | None, Query(max_length=64, description="Only this event's.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JSONResponse:
+    from hearthwatch.security.errors import PipelineClosedError
+
+    incidents = pipeline_of(request).incidents
+    if incidents is None:
+        raise PipelineClosedError()
+    rows = await asyncio.to_thread(incidents.list, limit=limit, event_id=event)
+    return JSONResponse({"incidents": [_incident_json(r) for r in rows]})

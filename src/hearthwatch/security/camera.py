@@ -164,6 +164,8 @@ class CameraRuntime:
         )
         self.presence: dict[str, ZonePresence] = {}
         self.last_enriched: dict[str, float] = {}
+        self.last_described: dict[str, float] = {}
+        """Per track, when its appearance was last described (the colour histogram)."""
         self.lane = Lane()
         self.in_process: float | None = None
         """The capture time of the frame its lane is processing, if any."""
@@ -426,6 +428,7 @@ class CameraRuntime:
         for key in keys:
             self.presence.pop(key, None)
             self.last_enriched.pop(key, None)
+            self.last_described.pop(key, None)
 
 
 def _check_size(height: int, width: int) -> None:

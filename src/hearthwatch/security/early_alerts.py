@@ -3,9 +3,9 @@ whose floor is critical, such as a person in an armed zone at night) gets a prov
 critical event at once, while it is still open; the window's analysed event replaces it (same
 id) when the window closes.
 
-A window is checked when a frame adds detections of a class some critical rule watches on its
-camera, or when an enrichment model reports a threat on one of its tracks; each window is
-alerted at most once. Checks run as background tasks: a frame never waits for one.
+A window is checked when a frame adds detections that a critical rule watches (camera, class,
+zone, local hours, arm mode), or when an enrichment model reports a threat on one of its tracks;
+each window is alerted at most once. Checks run as background tasks: a frame never waits for one.
 :class:`EarlyAlerts` is event-loop-confined; store calls go through the pipeline's store
 executor.
 """
@@ -13,22 +13,23 @@ executor.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hearthwatch.security.analysis.risk_rules import FLOOR_OF, RiskRules, critical_matches
-from hearthwatch.security.event_writer import CameraFacts
-from hearthwatch.security.evidence import ArmMode, Reason
+from hearthwatch.security.analysis.window_view import within_hours
+from hearthwatch.security.event_writer import CameraFacts, window_event
+from hearthwatch.security.evidence import Analysis, ArmMode, Reason
 from hearthwatch.security.store.events_store import EventStore
-from hearthwatch.security.store.records import EventRecord
 
 log = logging.getLogger(__name__)
 
 ANALYSER = "early alert"
 MAX_REMEMBERED = 10_000
-"""Windows remembered as alerted (or found not to be, for a threat) before the oldest go."""
+"""Windows remembered as alerted before the oldest are forgotten."""
 
 
 class EarlyAlerts:
@@ -49,18 +50,35 @@ class EarlyAlerts:
         self._arm_mode = arm_mode
         self._on_alert = on_alert
         self._alerted: dict[str, None] = {}  # insertion-ordered set
+        self._checking: set[str] = set()
 
-    def watches(self, camera_id: str, labels: Iterable[str]) -> bool:
-        """Whether a critical user rule may match detections of ``labels`` on the camera in
-        the current arm mode (the cheap test before a store read)."""
+    def watches(
+        self,
+        camera_id: str,
+        detections: Iterable[tuple[str, Iterable[str]]],
+        captured_at: float,
+        timezone: str,
+    ) -> bool:
+        """Whether a critical user rule matches a frame's detections (label, zones) on the
+        camera, at its capture time (the camera's local time) in the current arm mode: the
+        cheap test before the window is read."""
         mode = self._arm_mode()
-        seen = set(labels)
+        found = [(label, set(zones)) for label, zones in detections]
+        try:
+            local = datetime.fromtimestamp(captured_at, ZoneInfo(timezone)).time()
+        except (KeyError, ValueError, OSError, OverflowError):
+            return False
         return any(
             (not rule.cameras or camera_id in rule.cameras)
             and (not rule.arm_modes or mode in rule.arm_modes)
-            and (not rule.labels or rule.labels & seen)
+            and (rule.starts is None or rule.ends is None
+                 or within_hours(local, rule.starts, rule.ends))
+            and any(
+                (not rule.labels or label in rule.labels) and (not rule.zones or rule.zones & zones)
+                for label, zones in found
+            )
             for rule in self._critical
-        )
+        )  # fmt: skip
 
     def threatening(self, result: Mapping[str, Any]) -> bool:
         """Whether an enrichment result reports a threat the threat rule counts."""
@@ -78,13 +96,16 @@ class EarlyAlerts:
     async def check(self, window_id: str, camera_id: str) -> str | None:
         """Raise the window's early alert if it meets a critical trigger now; its event id,
         or None. Failures are logged, never raised (the window still gets its event)."""
-        if window_id in self._alerted:
+        if window_id in self._alerted or window_id in self._checking:
             return None
+        self._checking.add(window_id)
         try:
             return await self._check(window_id, camera_id)
         except Exception:
             log.exception("window %s: the early alert check failed", window_id)
             return None
+        finally:
+            self._checking.discard(window_id)
 
     async def _check(self, window_id: str, camera_id: str) -> str | None:
         contents = await self._call(self._store.window_contents, window_id)
@@ -102,23 +123,15 @@ class EarlyAlerts:
         if not matches:
             return None
         self._remember(window_id)
-        record = EventRecord(
-            kind="window",
-            camera_id=camera_id,
-            window_id=window_id,
-            started_at=evidence.opened_at,
-            ended_at=max(evidence.closed_at, evidence.opened_at),
+        early = Analysis(
             score=FLOOR_OF["critical"],
             level="critical",
             reasons=tuple(Reason(m.text, m.detection_ids) for m in matches),
             analyser=ANALYSER,
             summary=f"Early alert on {facts.name}: {matches[0].text}",
-            labels=tuple(sorted({t.label for t in evidence.tracks})),
-            zones=tuple(sorted({z for t in evidence.tracks for z in t.zones_entered})),
-            created_at=time.time(),
-            provisional=True,
-            details={"rules_applied": [m.name for m in matches], "arm_mode": evidence.arm_mode},
+            details={"rules_applied": [m.name for m in matches]},
         )
+        record = window_event(evidence, early, provisional=True)
         event_id: str = await self._call(self._store.add_event, record)
         self._on_alert()
         log.warning("camera %s: early alert %s (%s)", camera_id, event_id, matches[0].text)

@@ -28,6 +28,7 @@ from hearthwatch.security.analysis.base import Analyser, check_citations
 from hearthwatch.security.analysis.risk_rules import RiskRules, apply_rules
 from hearthwatch.security.evidence import Analysis, ArmMode, Level, WindowEvidence
 from hearthwatch.security.media import MediaError, best_snapshot, write_clip
+from hearthwatch.security.reid import ReidMatcher
 from hearthwatch.security.store.events_store import EventStore
 from hearthwatch.security.store.records import EventRecord
 
@@ -59,6 +60,38 @@ class RiskSettings:
     """How far back the events the analyser is told about reach."""
 
 
+def window_event(
+    evidence: WindowEvidence,
+    analysis: Analysis,
+    *,
+    provisional: bool = False,
+    snapshot_path: str | None = None,
+    clip_path: str | None = None,
+) -> EventRecord:
+    """The event of a window's analysis, as stored (the arm mode it was analysed in among its
+    details)."""
+    return EventRecord(
+        kind="window",
+        camera_id=evidence.camera_id,
+        window_id=evidence.window_id,
+        started_at=evidence.opened_at,
+        ended_at=max(evidence.closed_at, evidence.opened_at),
+        score=analysis.score,
+        level=analysis.level,
+        reasons=analysis.reasons,
+        analyser=analysis.analyser,
+        summary=analysis.summary,
+        labels=tuple(sorted({t.label for t in evidence.tracks})),
+        zones=tuple(sorted({z for t in evidence.tracks for z in t.zones_entered})),
+        created_at=time.time(),
+        snapshot_path=snapshot_path,
+        clip_path=clip_path,
+        provisional=provisional,
+        recommended_action=analysis.recommended_action,
+        details={**analysis.details, "arm_mode": evidence.arm_mode},
+    )
+
+
 class EventWriter:
     def __init__(
         self,
@@ -68,6 +101,7 @@ class EventWriter:
         data_dir: Path,
         risk: RiskSettings,
         observe: Callable[[Analysis], None] = lambda analysis: None,
+        reid: ReidMatcher | None = None,
     ):
         self._store = store
         self._call = store_call
@@ -78,6 +112,7 @@ class EventWriter:
         self._data_dir = data_dir
         self._risk = risk
         self._observe = observe
+        self._reid = reid
 
     async def write(self, window_id: str, camera_id: str, facts: CameraFacts) -> tuple[str, Level]:
         """Analyse the closed window and store its event; the event's id (the existing one
@@ -95,30 +130,28 @@ class EventWriter:
             since=evidence.opened_at - self._risk.recent_s,
             until=evidence.opened_at,
         )
-        evidence = replace(evidence, arm_mode=self._risk.arm_mode(), recent_events=tuple(recent))
+        found = await self._reid.matches(evidence) if self._reid is not None else []
+        evidence = replace(
+            evidence,
+            arm_mode=self._risk.arm_mode(),
+            recent_events=tuple(recent),
+            reid_matches=tuple(item.evidence for item in found),
+        )
         analysis = apply_rules(await self._analyse(evidence), evidence, self._risk.rules)
         self._observe(analysis)
         snapshot_path, clip_path = await asyncio.to_thread(self._media, evidence, facts)
-        record = EventRecord(
-            kind="window",
-            camera_id=camera_id,
-            window_id=window_id,
-            started_at=evidence.opened_at,
-            ended_at=max(evidence.closed_at, evidence.opened_at),
-            score=analysis.score,
-            level=analysis.level,
-            reasons=analysis.reasons,
-            analyser=analysis.analyser,
-            summary=analysis.summary,
-            labels=tuple(sorted({t.label for t in evidence.tracks})),
-            zones=tuple(sorted({z for t in evidence.tracks for z in t.zones_entered})),
-            created_at=time.time(),
+        record = window_event(
+            evidence,
+            analysis,
             snapshot_path=snapshot_path,
             clip_path=clip_path,
-            recommended_action=analysis.recommended_action,
-            details={**analysis.details, "arm_mode": evidence.arm_mode},
         )
         event_id: str = await self._call(self._store.add_event, record)
+        if found and self._reid is not None:
+            try:
+                await self._reid.link(event_id, found, time.time())
+            except Exception:  # the event stands; only its incident is missing
+                log.exception("event %s: its re-identification matches were not linked", event_id)
         return event_id, analysis.level
 
     async def _analyse(self, evidence: WindowEvidence) -> Analysis:

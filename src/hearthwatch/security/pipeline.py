@@ -65,6 +65,7 @@ from hearthwatch.runtime.serving.batcher import DeadlineExceededError
 from hearthwatch.security.admission import DetectionAdmission
 from hearthwatch.security.analysis import build_analyser
 from hearthwatch.security.analysis.engines import ChatEngine
+from hearthwatch.security.appearance import COLOUR_DESCRIPTOR, DEFAULT_THRESHOLDS, colour_histogram
 from hearthwatch.security.camera import CameraOrigin, CameraRuntime, LaneItem, PushAck
 from hearthwatch.security.cameras import CameraConfig, configured_cameras, validation_problems
 from hearthwatch.security.detector_link import ServedDetector
@@ -82,6 +83,7 @@ from hearthwatch.security.evidence import ARM_MODES, ArmMode
 from hearthwatch.security.health import HealthChange
 from hearthwatch.security.metrics import PipelineMetrics
 from hearthwatch.security.observations import TrackedDetection
+from hearthwatch.security.reid import APPEARANCE_MODEL, REID_MODEL, ReidMatcher, descriptor_model
 from hearthwatch.security.sources.config import (
     FileSourceConfig,
     FolderSourceConfig,
@@ -96,6 +98,7 @@ from hearthwatch.security.spool import Spool, SpooledFrame
 from hearthwatch.security.store.database import open_database
 from hearthwatch.security.store.events_store import EventStore
 from hearthwatch.security.store.feedback import FeedbackStore
+from hearthwatch.security.store.incidents import Descriptor, IncidentStore
 from hearthwatch.security.store.records import (
     DetectionRecord,
     EventRecord,
@@ -160,6 +163,8 @@ class Pipeline:
         self._state: SystemStateStore | None = None
         self.feedback: FeedbackStore | None = None
         self._early: EarlyAlerts | None = None
+        self._reid: ReidMatcher | None = None
+        self.incidents: IncidentStore | None = None
         self.arm_mode: ArmMode = "home"
         """Changed by :meth:`set_arm_mode`, read when a window is analysed (on the loop)."""
         self._analysis: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
@@ -211,8 +216,27 @@ class Pipeline:
         risk = RiskSettings(
             settings.parsed_risk_rules(), lambda: self.arm_mode, settings.recent_events_minutes * 60
         )
+        self.incidents = IncidentStore(self.store.database)
+        if settings.reid_enabled:
+            thresholds = dict(DEFAULT_THRESHOLDS)
+            if settings.reid_threshold is not None:
+                thresholds = dict.fromkeys(thresholds, settings.reid_threshold)
+            self._reid = ReidMatcher(
+                self.incidents,
+                self._write,
+                self._camera_name,
+                horizon_s=settings.reid_horizon_minutes * 60,
+                thresholds=thresholds,
+            )
+            await self._reid.load(time.time())
         self._writer = EventWriter(
-            self.store, self._write, analyser, self.data_dir, risk, self.metrics.observe_analysis
+            self.store,
+            self._write,
+            analyser,
+            self.data_dir,
+            risk,
+            self.metrics.observe_analysis,
+            self._reid,
         )
         self._early = EarlyAlerts(
             risk.rules,
@@ -527,11 +551,22 @@ class Pipeline:
         await asyncio.to_thread(self.spool.keep if records else self.spool.discard, frame)
         window_of = {i: r.window_id for i, r in zip(ids, records, strict=True)}
         early = self._early
-        if records and early is not None and early.watches(runtime.id, {r.label for r in records}):
+        if (
+            records
+            and early is not None
+            and early.watches(
+                runtime.id,
+                [(r.label, r.zones) for r in records],
+                frame.captured_at,
+                runtime.config.timezone,
+            )
+        ):
             for window_id in set(window_of.values()):
                 self._spawn(early.check(window_id, runtime.id))
         if ids and self.enrichment is not None:
-            self._enrich_due(runtime, image, tracked, ids, window_of)
+            self._enrich_due(runtime, image, tracked, ids, window_of, frame.captured_at)
+        if ids and self._reid is not None:
+            self._describe_due(runtime, image, tracked, ids, frame.captured_at)
 
     async def _recorded(
         self,
@@ -622,6 +657,7 @@ class Pipeline:
         tracked: Sequence[TrackedDetection],
         ids: Sequence[int],
         window_of: Mapping[int, str],
+        captured_at: float,
     ) -> None:
         """Enrich, in the background, the tracks not enriched within the interval; skipped
         (tried again on a later frame) while the enrichment slots are busy. A threat found
@@ -637,7 +673,7 @@ class Pipeline:
             return
         for found, _ in due:
             runtime.last_enriched[found.track_key] = now
-        self._spawn(self._enrich(runtime.id, image, due, window_of))
+        self._spawn(self._enrich(runtime.id, image, due, window_of, captured_at))
 
     async def _enrich(
         self,
@@ -645,6 +681,7 @@ class Pipeline:
         image: np.ndarray,
         due: list[tuple[TrackedDetection, int]],
         window_of: Mapping[int, str],
+        captured_at: float,
     ) -> None:
         assert self.enrichment is not None
         async with self._enriching:
@@ -667,19 +704,90 @@ class Pipeline:
                     if early is not None and early.threatening(answer):
                         threatened.add(window_of[detection_id])
                     embedding = answer.pop("embedding", None)
-                    vector = None if embedding is None else np.asarray(embedding, np.float32)
+                    if embedding is not None:
+                        vector = np.asarray(embedding, np.float32)
+                        await self._store_descriptor(
+                            camera_id, found, detection_id, model, vector, captured_at, answer
+                        )
+                        continue
                     await self._write(
                         self.store.add_enrichment,
                         found.track_key,
                         detection_id,
                         model,
                         answer,
-                        vector,
+                        None,
                         created_at=now,
                     )
             if early is not None:
                 for window_id in threatened:
                     self._spawn(early.check(window_id, camera_id))
+
+    def _describe_due(
+        self,
+        runtime: CameraRuntime,
+        image: np.ndarray,
+        tracked: Sequence[TrackedDetection],
+        ids: Sequence[int],
+        captured_at: float,
+    ) -> None:
+        """The colour-histogram descriptor, in the background, of the tracks that get it (people
+        while the re-ID model is unavailable, vehicles) and were not described within the
+        enrichment interval."""
+        reid_model = self.enrichment is not None and REID_MODEL in self.enrichment.models
+        now = time.monotonic()
+        due = [
+            (found, detection_id)
+            for found, detection_id in zip(tracked, ids, strict=True)
+            if descriptor_model(found.detection.label, reid_model) == APPEARANCE_MODEL
+            and now - runtime.last_described.get(found.track_key, -math.inf)
+            >= self.settings.enrichment_interval_s
+        ]
+        for found, _ in due:
+            runtime.last_described[found.track_key] = now
+        if due:
+            self._spawn(self._describe(runtime.id, image, due, captured_at))
+
+    async def _describe(
+        self,
+        camera_id: str,
+        image: np.ndarray,
+        due: list[tuple[TrackedDetection, int]],
+        captured_at: float,
+    ) -> None:
+        boxes = [found.detection.box for found, _ in due]
+        try:
+            vectors = await asyncio.to_thread(lambda: [colour_histogram(image, b) for b in boxes])
+        except ValueError as exc:  # a box with no pixels in the frame
+            log.warning("camera %s: no appearance descriptor: %s", camera_id, exc)
+            return
+        for (found, detection_id), vector in zip(due, vectors, strict=True):
+            await self._store_descriptor(
+                camera_id, found, detection_id, APPEARANCE_MODEL, vector, captured_at,
+                {"descriptor": COLOUR_DESCRIPTOR},
+            )  # fmt: skip
+
+    async def _store_descriptor(
+        self,
+        camera_id: str,
+        found: TrackedDetection,
+        detection_id: int,
+        model: str,
+        vector: np.ndarray,
+        captured_at: float,
+        result: dict[str, Any],
+    ) -> None:
+        """An enrichment with an embedding, stored and indexed for re-identification (seen at
+        its frame's capture time)."""
+        enrichment_id = await self._write(
+            self.store.add_enrichment, found.track_key, detection_id, model, result, vector,
+            created_at=time.time(),
+        )  # fmt: skip
+        if self._reid is not None:
+            await self._reid.add(
+                Descriptor(enrichment_id, found.track_key, camera_id, found.detection.label,
+                           model, vector, captured_at)
+            )  # fmt: skip
 
     # -- windows, events, health ------------------------------------------------------------
     async def _tick_loop(self) -> None:
@@ -702,6 +810,8 @@ class Pipeline:
         if now - self._last_retention >= RETENTION_EVERY_S and self._retention is None:
             self._last_retention = now
             self._spawn(self._apply_retention(now))
+            if self._reid is not None:
+                self._reid.prune(now - self._reid.horizon_s)
 
     async def _apply_retention(self, now: float) -> None:
         """Retention on a worker thread, beside the writer thread: it removes unit by unit, each
@@ -773,6 +883,9 @@ class Pipeline:
         if config is None:
             return CameraFacts(camera_id, "", "UTC", 5.0)
         return CameraFacts(config.name, config.zone_description, config.timezone, config.detect_fps)
+
+    async def _camera_name(self, camera_id: str) -> str:
+        return (await self.camera_facts(camera_id)).name
 
     async def _write_event(self, window_id: str, camera_id: str) -> None:
         assert self._writer is not None

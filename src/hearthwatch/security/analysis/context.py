@@ -9,10 +9,12 @@ for it, re-identification matches and recent events.
 
 Everything that came from a camera, a user or a model (names, zone text, labels, enrichment
 results) is data: the caller puts the whole context inside one delimited block of the prompt,
-serialised as JSON, so text cannot leave its string; strings are cut short, stripped of control
-characters and of the block's delimiters. :class:`RiskContext` maps every short id back to the
-detection it stands for (a track's id to its best detection), so an answer's citations are
-checked against what the model was shown. Pure functions over frozen data: thread-safe.
+serialised as JSON, so text cannot leave its string; strings are cut short and stripped of
+control characters and angle brackets (so no tag closes the block). The whole context keeps to a
+character budget (a busy window is shown in less detail). :class:`RiskContext` maps every
+short id back to the detection it stands for (a track's id to its best detection), so an
+answer's citations are checked against what the model was shown. Pure functions over frozen
+data: thread-safe.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ DETECTIONS_PER_TRACK: Final = 4
 MAX_ENRICHMENT_ITEMS: Final = 8
 """Per enrichment result, the most keys and list items shown (nested ones too)."""
 MAX_RECENT: Final = 6
+MAX_CONTEXT_CHARS: Final = 6_000
+"""The budget of a context's JSON: about 1 500 tokens, so that with the instructions and the
+answer it fits a 2 048-token engine slot (the CPU profile's)."""
 EXPECTED_MODELS: Final[Mapping[str, tuple[str, ...]]] = {
     "person": ("pose", "face", "reid"),
     "car": ("vehicle",),
@@ -57,6 +62,7 @@ EXPECTED_MODELS: Final[Mapping[str, tuple[str, ...]]] = {
 """The enrichment models that look at each class: one without a result is said to be absent,
 so the model is not left to guess whether, say, a face was checked."""
 
+_ANGLES = re.compile(r"[<>\u2039\u203a\u27e8\u27e9\u3008\u3009\uff1c\uff1e\ufe64\ufe65]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -80,14 +86,34 @@ class RiskContext:
 
 
 def quoted(value: object, limit: int = MAX_TEXT_CHARS) -> str:
-    """``value`` as inert data: a string without control characters or the data block's
-    delimiters, cut to ``limit`` characters (anything else: its ``str``)."""
+    """``value`` as inert data: a string without control characters or angle brackets (of any
+    script: no tag can close the data block), cut to ``limit`` characters (anything else:
+    its ``str``)."""
     text = value if isinstance(value, str) else str(value)
     text = _CONTROL.sub(" ", text)
-    for delimiter in (DATA_OPEN, DATA_CLOSE):
-        text = re.sub(re.escape(delimiter), " ", text, flags=re.IGNORECASE)
+    text = _ANGLES.sub(" ", text)  # no tag of any spelling can close the data block
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class _Detail:
+    """How much of the window a context shows."""
+
+    tracks: int = MAX_TRACKS
+    detections: int = DETECTIONS_PER_TRACK
+    depth: int = 3
+    """How deep enrichment results are shown (1: their top-level values only)."""
+
+
+TIERS: Final = (
+    _Detail(),
+    _Detail(depth=1),
+    _Detail(detections=2, depth=1),
+    _Detail(tracks=6, detections=1, depth=1),
+    _Detail(tracks=3, detections=1, depth=0),
+)
+"""Ever smaller views of a window, tried in order until one fits the budget."""
 
 
 def build_context(
@@ -95,14 +121,28 @@ def build_context(
     *,
     night_starts: time = time(22, 0),
     night_ends: time = time(6, 0),
+    max_chars: int = MAX_CONTEXT_CHARS,
 ) -> RiskContext:
-    """The context of ``evidence`` (see the module docstring). Raises
+    """The context of ``evidence`` (see the module docstring), in at most ``max_chars``
+    characters of JSON where the window allows: a busy window is shown with fewer details
+    (enrichment results flattened, then fewer detections per track, then fewer tracks, the
+    people who stayed longest kept). Raises
     :class:`~hearthwatch.security.analysis.base.EvidenceError` for a window without
     detections, with an implausible capture time or an unknown time zone."""
     clock = Clock(checked_zone(evidence), night_starts, night_ends)
     tracks = tracks_of(evidence)
+    for detail in TIERS:
+        context = _context(evidence, tracks, clock, detail)
+        if len(context.text()) <= max_chars:
+            break
+    return context
+
+
+def _context(
+    evidence: WindowEvidence, tracks: list[TrackView], clock: Clock, detail: _Detail
+) -> RiskContext:
     shown = sorted(tracks, key=lambda t: (t.label != "person", -t.dwell_s, t.first_seen))
-    shown = sorted(shown[:MAX_TRACKS], key=lambda t: (t.first_seen, t.key))
+    shown = sorted(shown[: detail.tracks], key=lambda t: (t.first_seen, t.key))
     ids: dict[str, int] = {}
     start = min(d.captured_at for d in evidence.detections)
     end = max(d.captured_at for d in evidence.detections)
@@ -113,7 +153,7 @@ def build_context(
         name = f"t{number}"
         track_names[track.key] = name
         ids[name] = track.best_id
-        track_data.append(_track(track, name, ids, numbers, start, clock))
+        track_data.append(_track(track, name, ids, numbers, start, clock, detail))
     local = clock.local(start)
     data: dict[str, Any] = {
         "camera": {
@@ -163,10 +203,11 @@ def _track(
     numbers: Iterator[int],
     start: float,
     clock: Clock,
+    detail: _Detail,
 ) -> dict[str, Any]:
     """One track as data; its sampled detections get the next short ids, added to ``ids``."""
     detections = []
-    for detection in _sampled(track):
+    for detection in _sampled(track, detail.detections):
         short = f"d{next(numbers)}"
         ids[short] = detection.id
         entry: dict[str, Any] = {
@@ -189,7 +230,7 @@ def _track(
         "stood_still": track.stationary,
         "detections": detections,
     }
-    results, absent = _enrichments(track)
+    results, absent = _enrichments(track, detail.depth)
     if results:
         data["enrichments"] = results
     if absent:
@@ -197,11 +238,14 @@ def _track(
     return data
 
 
-def _sampled(track: TrackView) -> list[DetectionEvidence]:
-    """First, best and last detections, and evenly spaced ones between, by time."""
-    chosen = {0, len(track.detections) - 1}
-    chosen |= {i for i, d in enumerate(track.detections) if d.id == track.best_id}
-    spare = DETECTIONS_PER_TRACK - len(chosen)
+def _sampled(track: TrackView, most: int) -> list[DetectionEvidence]:
+    """The best detection, then the first and last, then evenly spaced ones between, by time:
+    ``most`` of them (at least the best)."""
+    best = {i for i, d in enumerate(track.detections) if d.id == track.best_id}
+    if most <= 1:
+        return [track.detections[i] for i in sorted(best or {0})]
+    chosen = {0, len(track.detections) - 1} | best
+    spare = most - len(chosen)
     if spare > 0 and len(track.detections) > len(chosen):
         step = (len(track.detections) - 1) / (spare + 1)
         chosen |= {round(step * (k + 1)) for k in range(spare)}
@@ -226,15 +270,15 @@ def _path(detections: tuple[DetectionEvidence, ...]) -> str:
     return "moved " + " and ".join(moves)
 
 
-def _enrichments(track: TrackView) -> tuple[dict[str, Any], list[str]]:
-    """The track's enrichment results as data, and the models expected for its class that
-    gave none."""
+def _enrichments(track: TrackView, depth: int) -> tuple[dict[str, Any], list[str]]:
+    """The track's enrichment results as data, ``depth`` levels deep (0: their names only),
+    and the models expected for its class that gave none."""
     results: dict[str, Any] = {}
     for model, result in itertools.islice(_items(track), MAX_ENRICHMENT_ITEMS):
-        if isinstance(result, Mapping) and "embedding" in result:
-            results[quoted(model, 40)] = "appearance embedding computed"
+        if isinstance(result, Mapping) and "embedding" in result or depth == 0:
+            results[quoted(model, 40)] = "result present"
             continue
-        results[quoted(model, 40)] = _data(result, depth=0)
+        results[quoted(model, 40)] = _data(result, depth=0, most=depth)
     absent = [m for m in EXPECTED_MODELS.get(track.label, ()) if m not in results]
     return results, absent
 
@@ -244,23 +288,23 @@ def _items(track: TrackView) -> list[tuple[str, Any]]:
     return sorted(((str(k), v) for k, v in found.items()), key=lambda item: item[0])
 
 
-def _data(value: Any, depth: int) -> Any:
+def _data(value: Any, depth: int, most: int) -> Any:
     """A bounded, JSON-safe copy of an enrichment result: strings quoted, numbers finite and
-    rounded, containers cut short and no deeper than three levels."""
+    rounded, containers cut short and no deeper than ``most`` levels (a deeper one: "…")."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float):
         number = float(value)
         return round(number, 3) if math.isfinite(number) else None
-    if depth >= 3:
+    if isinstance(value, Mapping | list | tuple) and depth >= most:
         return "…"
     if isinstance(value, Mapping):
         return {
-            quoted(k, 40): _data(v, depth + 1)
+            quoted(k, 40): _data(v, depth + 1, most)
             for k, v in itertools.islice(value.items(), MAX_ENRICHMENT_ITEMS)
         }
     if isinstance(value, list | tuple):
-        return [_data(v, depth + 1) for v in value[:MAX_ENRICHMENT_ITEMS]]
+        return [_data(v, depth + 1, most) for v in value[:MAX_ENRICHMENT_ITEMS]]
     return quoted(value)
 
 

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 
 class EngineError(AnalysisError):
-    """The engine gave no answer (refused, failed, busy, timed out); the message says which."""
+    """The engine gave no answer (refused, failed, busy, timed out); the message says which.
+    ``retryable``: asking again may work (not so for a request the engine refused as such,
+    one over its context, say)."""
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ChatEngine(Protocol):
@@ -55,7 +61,11 @@ class GatewayEngine:
                     lease.outcome = exc.outcome
                     raise
                 lease.outcome = "ok"
-        except (GatewayError, ClientDisconnectedError) as exc:
+        except GatewayError as exc:
+            raise EngineError(
+                f"the LLM gateway gave no answer: {exc}", retryable=_retryable(exc.status)
+            ) from None
+        except ClientDisconnectedError as exc:
             raise EngineError(f"the LLM gateway gave no answer: {exc}") from None
         return _content(response)
 
@@ -78,7 +88,10 @@ class OpenAiEngine:
         except httpx.HTTPError as exc:
             raise EngineError(f"the engine could not be reached: {type(exc).__name__}") from None
         if reply.status_code != 200:
-            raise EngineError(f"the engine answered HTTP {reply.status_code}")
+            raise EngineError(
+                f"the engine answered HTTP {reply.status_code}",
+                retryable=_retryable(reply.status_code),
+            )
         try:
             response = reply.json()
         except ValueError:
@@ -87,6 +100,11 @@ class OpenAiEngine:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _retryable(status: int) -> bool:
+    """Whether a request answered ``status`` may succeed when asked again."""
+    return status >= 500 or status in (408, 409, 425, 429)
 
 
 def _content(response: Any) -> str:

@@ -28,7 +28,15 @@ from dataclasses import replace
 from datetime import time
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from hearthwatch.security.analysis.base import AnalysisError
 from hearthwatch.security.analysis.context import (
@@ -82,24 +90,30 @@ class LlmAnalyserConfig(BaseModel):
 
 
 class AnswerError(AnalysisError, ValueError):
-    """An engine answer the analyser cannot use; the message says what was wrong."""
+    """An engine answer the analyser cannot use; the message says what was wrong.
+    ``well_formed``: it was JSON in the schema (its citations were what failed)."""
+
+    def __init__(self, message: str, *, well_formed: bool = False, dropped: int = 0):
+        super().__init__(message)
+        self.well_formed = well_formed
+        self.dropped = dropped
 
 
 class _Cited(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    text: str = Field(min_length=1)
-    evidence: list[Any] = Field(min_length=1)
+    text: StrictStr = Field(min_length=1)
+    evidence: list[Any] = Field(min_length=1, max_length=64)
 
 
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    risk_score: float
+    risk_score: StrictInt | StrictFloat
     level: str | None = None
-    summary: str
-    reasons: list[_Cited] = Field(min_length=1)
-    recommended_action: str = ""
+    summary: StrictStr
+    reasons: list[_Cited] = Field(min_length=1, max_length=64)
+    recommended_action: StrictStr = ""
 
 
 def answer_schema(context: RiskContext) -> dict[str, Any]:
@@ -128,11 +142,13 @@ def answer_schema(context: RiskContext) -> dict[str, Any]:
                         },
                     },
                     "required": ["text", "evidence"],
+                    "additionalProperties": False,
                 },
             },
             "recommended_action": text,
         },
         "required": ["risk_score", "level", "summary", "reasons", "recommended_action"],
+        "additionalProperties": False,
     }
 
 
@@ -170,24 +186,27 @@ def read_answer(text: str, context: RiskContext) -> tuple[Analysis, int]:
     try:
         answer = _Answer.model_validate(raw)
     except ValidationError as exc:
-        fields = sorted({".".join(map(str, e["loc"])) or "answer" for e in exc.errors()})
+        fields = sorted({_place(e["loc"]) for e in exc.errors()})
         raise AnswerError(f"the answer breaks the schema at {', '.join(fields[:5])}") from None
-    score = answer.risk_score
+    score = float(answer.risk_score)
     if not math.isfinite(score) or not 0.0 <= score <= 100.0:
         raise AnswerError("risk_score is outside 0–100")
     reasons = []
     dropped = 0
     for cited in answer.reasons[:MAX_REASONS]:
-        resolved = [context.resolve(i) for i in cited.evidence[:MAX_CITED]]
-        if not resolved or any(i is None for i in resolved):
+        resolved = [context.resolve(i) for i in cited.evidence]
+        text = quoted(cited.text, MAX_ANSWER_TEXT)
+        if not text or any(i is None for i in resolved):  # every id must have been shown
             dropped += 1
             continue
-        ids = tuple(dict.fromkeys(i for i in resolved if i is not None))
-        reasons.append(Reason(quoted(cited.text, MAX_ANSWER_TEXT), ids))
+        ids = tuple(dict.fromkeys(i for i in resolved if i is not None))[:MAX_CITED]
+        reasons.append(Reason(text, ids))
     dropped += max(0, len(answer.reasons) - MAX_REASONS)
     if not reasons:
-        raise AnswerError("no reason cites what the window holds")
-    score = round(score, 1)
+        raise AnswerError(
+            "no reason cites what the window holds", well_formed=True, dropped=dropped
+        )
+    score = round(score, 1) + 0.0  # no -0.0
     level = level_of(score)
     details: dict[str, Any] = {"dropped_reasons": dropped}
     if answer.level is not None and answer.level != level:
@@ -228,21 +247,30 @@ class LlmAnalyser:
             evidence, night_starts=self.config.night_starts, night_ends=self.config.night_ends
         )
         failures: list[str] = []
+        tally = {"first_answer": "none", "reasons_dropped": 0}
         started = clock.monotonic()
         for attempt in range(1 + self.config.retries):
             temperature = self.config.temperature if attempt == 0 else self.config.retry_temperature
             try:
                 async with asyncio.timeout(self.config.timeout_s):
                     text = await self.engine.chat(chat_body(context, self.config, temperature))
-                analysis, _ = read_answer(text, context)
+                analysis, dropped = read_answer(text, context)
             except TimeoutError:
                 failures.append(f"no answer within {self.config.timeout_s:g} s")
                 continue
-            except (EngineError, AnswerError) as exc:
+            except EngineError as exc:
                 failures.append(str(exc))
+                if not exc.retryable:  # the same request would be refused again
+                    break
                 continue
+            except AnswerError as exc:
+                failures.append(str(exc))
+                _tally(tally, attempt, "valid" if exc.well_formed else "invalid", exc.dropped)
+                continue
+            _tally(tally, attempt, "valid", dropped)
             details = {
                 **analysis.details,
+                **tally,
                 "model": self.engine.model,
                 "attempts": attempt + 1,
                 "failures": failures,
@@ -254,10 +282,26 @@ class LlmAnalyser:
             ruled,
             details={
                 **ruled.details,
+                **tally,
                 "fallback_from": self.name,
                 "model": self.engine.model,
-                "attempts": 1 + self.config.retries,
+                "attempts": len(failures),
                 "failures": failures,
                 "seconds": round(clock.monotonic() - started, 2),
             },
         )
+
+
+def _tally(tally: dict[str, Any], attempt: int, first: str, dropped: int) -> None:
+    """Record an attempt's answer: the first one's form, and reasons dropped over all."""
+    if attempt == 0:
+        tally["first_answer"] = first
+    tally["reasons_dropped"] += dropped
+
+
+def _place(location: tuple[int | str, ...]) -> str:
+    """A schema error's place in the answer, without the union members pydantic names."""
+    return ".".join(str(p) for p in location if p not in _TYPE_TAGS) or "answer"
+
+
+_TYPE_TAGS: Final = frozenset({"int", "float", "str", "bool", "list", "dict"})

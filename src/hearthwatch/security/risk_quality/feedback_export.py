@@ -7,7 +7,8 @@ longest-seen track required; a confirmed event keeps its level, and the detectio
 cited (those still in the window, at most :data:`MAX_REQUIRED`) are required. Which half a
 scenario falls in is fixed by its event id (a hash), so repeated exports agree. Times become
 offsets from the window's opening in the camera's local time; every track's span is that of its
-detections in the window. Pure functions: thread-safe.
+detections in the window. The context an analysis was given besides the window (recent events,
+re-identification matches) is not stored, so it is not exported. Pure functions: thread-safe.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def labelled_scenario(
         "injection": False,
         "benign": false_alarm or event_level in ("low", "medium"),
         "window": {
-            "camera_name": evidence.camera_name,
+            "camera_name": _named(evidence.camera_name, evidence.camera_id),
             "zone_description": evidence.zone_description,
             "timezone": evidence.timezone,
             "local_start": datetime.fromtimestamp(opened, zone).replace(tzinfo=None).isoformat(),
@@ -106,12 +107,24 @@ def _track(
                 "id": d.id,
                 "at_s": round(d.captured_at - opened, 3),
                 "score": round(min(1.0, max(0.0, d.score)), 4),
-                "box": [float(v) for v in d.box],
+                "box": _box(d.box),
                 "zones": list(d.zones),
             }
             for d in detections
         ],
     }
+
+
+def _named(name: str, camera_id: str) -> str:
+    """The camera's name, with its id when the name has no ASCII letter or digit (the
+    scenario's camera id is a slug of its name)."""
+    return name if re.search(r"[A-Za-z0-9]", name) else f"{name} ({camera_id})"
+
+
+def _box(box: tuple[float, float, float, float]) -> list[float]:
+    """The box within the frame's positive quadrant, at least a pixel wide and high."""
+    x1, y1, x2, y2 = (max(0.0, float(v)) for v in box)
+    return [x1, y1, max(x2, x1 + 1.0), max(y2, y1 + 1.0)]
 
 
 def _scenario_id(event_id: str) -> str:

@@ -195,18 +195,26 @@ def load_scenarios(path: Path) -> list[Scenario]:
     scenarios: list[Scenario] = []
     seen: set[str] = set()
     for index, entry in enumerate(document.scenarios):
-        name = entry.get("id") if isinstance(entry, dict) else None
-        sid = name if isinstance(name, str) and name else f"#{index}"
-        try:
-            # JSON mode: strict types (no "1" for 1, no 1 for true) yet arrays for tuples
-            model = _Scenario.model_validate_json(json.dumps(entry))
-        except ValidationError as exc:
-            raise ValueError(f"scenario {sid!r}: {_first_error(exc)}") from exc
-        if model.id in seen:
-            _fail(sid, "id", "duplicate scenario id")
-        seen.add(model.id)
-        scenarios.append(_scenario(model))
+        scenario = scenario_from(entry, index)
+        if scenario.id in seen:
+            _fail(scenario.id, "id", "duplicate scenario id")
+        seen.add(scenario.id)
+        scenarios.append(scenario)
     return scenarios
+
+
+def scenario_from(entry: Any, index: int = 0) -> Scenario:
+    """One scenario of a file's ``scenarios`` list (the ``index``-th, for the message of a
+    scenario without an id), checked as :func:`load_scenarios` checks it."""
+    name = entry.get("id") if isinstance(entry, dict) else None
+    sid = name if isinstance(name, str) and name else f"#{index}"
+    try:
+        # JSON mode: strict types (no "1" for 1, no 1 for true) yet arrays for tuples
+        model = _Scenario.model_validate_json(json.dumps(entry))
+    except (ValidationError, TypeError, ValueError) as exc:
+        detail = _first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise ValueError(f"scenario {sid!r}: {detail}") from exc
+    return _scenario(model)
 
 
 def camera_slug(name: str) -> str:

@@ -68,7 +68,8 @@ class FeedbackStore:
     def list(
         self, *, event_id: str | None = None, after_id: int = 0, limit: int = 100
     ) -> list[FeedbackRow]:
-        """Feedback oldest first, with ids above ``after_id``, of one event or all."""
+        """Feedback oldest first, with ids above ``after_id``, of one event (which must
+        exist: :class:`UnknownReferenceError`) or all."""
         check_int("after_id", after_id, 0, MAX_INT64)
         check_int("limit", limit, 1, MAX_PAGE)
         statement = select(Feedback).where(Feedback.id > after_id)
@@ -76,15 +77,21 @@ class FeedbackStore:
             check_id("event_id", event_id)
             statement = statement.where(Feedback.event_id == event_id)
         statement = statement.order_by(Feedback.id).limit(limit)
-        return self._database.read(
-            lambda session: [_row(row) for row in session.scalars(statement)]
-        )
+
+        def read(session: Session) -> list[FeedbackRow]:
+            if event_id is not None and session.get(Event, event_id) is None:
+                raise UnknownReferenceError(f"no event {event_id}")
+            return [_row(row) for row in session.scalars(statement)]
+
+        return self._database.read(read)
 
     def latest_verdicts(self) -> dict[str, FeedbackRow]:
-        """Per event with feedback, its latest verdict (a later one overrides an earlier)."""
+        """Per event with feedback, its latest verdict (a later one overrides an earlier), in
+        the order of those latest verdicts."""
         statement = select(Feedback).order_by(Feedback.id)
         latest: dict[str, FeedbackRow] = {}
         for row in self._database.read(lambda s: [_row(r) for r in s.scalars(statement)]):
+            latest.pop(row.event_id, None)
             latest[row.event_id] = row
         return latest
 

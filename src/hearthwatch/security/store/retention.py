@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import delete, exists, or_, select, union
+from sqlalchemy import delete, exists, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from hearthwatch.security.store.events_store import EventStore
@@ -40,6 +40,8 @@ from hearthwatch.security.store.schema import (
     Enrichment,
     Event,
     Frame,
+    Incident,
+    IncidentEvent,
     Track,
     Window,
     WindowLink,
@@ -240,10 +242,21 @@ def _chunks(ids: Iterable[int | str]) -> Iterator[list[int | str]]:
 
 def _remove_event(session: Session, unit: _Unit) -> _Removed:
     event = session.get(Event, unit.key)
-    if event is None:
+    if event is None or event.provisional:  # an early alert: its window is open or analysed now
         return _Removed()
-    session.delete(event)
+    incidents = session.scalars(
+        select(IncidentEvent.incident_id).where(IncidentEvent.event_id == event.id)
+    ).all()
+    session.delete(event)  # its feedback and incident entries go with it (ON DELETE CASCADE)
     session.flush()
+    for incident_id in incidents:  # an incident of fewer than two events links nothing
+        left = session.scalar(
+            select(func.count())
+            .select_from(IncidentEvent)
+            .where(IncidentEvent.incident_id == incident_id)
+        )
+        if (left or 0) < 2:
+            session.execute(delete(Incident).where(Incident.id == incident_id))
     removed = _remove_window(session, event.window_id) if event.window_id else _Removed()
     removed.events += 1
     removed.paths += [path for path in (event.snapshot_path, event.clip_path) if path]

@@ -223,3 +223,34 @@ class SystemState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
     updated_at: Mapped[float]
+
+
+class Incident(Base):
+    """Events linked by the same individual, re-identified by appearance across cameras."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index(None, "updated_at"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    label: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    descriptor: Mapped[str] = mapped_column(String(ID_LENGTH))
+    created_at: Mapped[float]
+    updated_at: Mapped[float]
+
+
+class IncidentEvent(Base):
+    """An event of an incident, by the track in it that matched (``similarity``: to the
+    track it matched; None for the incident's first)."""
+
+    __tablename__ = "incident_events"
+    __table_args__ = (Index(None, "event_id"),)
+
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    track_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    similarity: Mapped[float | None]
+    added_at: Mapped[float]
