@@ -72,7 +72,8 @@ async def run_analyser(
 
 
 def by_split(outcomes: list[Outcome]) -> dict[str, Any]:
-    return {split: figures([o for o in outcomes if o.scenario.split == split]) for split in SPLITS}
+    present = [split for split in SPLITS if any(o.scenario.split == split for o in outcomes)]
+    return {split: figures([o for o in outcomes if o.scenario.split == split]) for split in present}
 
 
 async def llm_rows(
@@ -112,6 +113,10 @@ def main() -> int:
     )
     parser.add_argument("--analysers", default="constant,rules,smollm2")
     parser.add_argument("--scenarios", type=Path, default=SCENARIOS)
+    parser.add_argument(
+        "--split", choices=("both", *SPLITS), default="both",
+        help="tune: only the tuning half (to tune on without looking at the held-out half)",
+    )  # fmt: skip
     parser.add_argument("--gguf", type=Path, help="a GGUF model file for the gguf row")
     parser.add_argument("--openai-url", help="an OpenAI-compatible /v1 base URL")
     parser.add_argument("--openai-model", help="the model the openai row asks")
@@ -122,10 +127,12 @@ def main() -> int:
     args = parser.parse_args()
 
     scenarios = load_scenarios(args.scenarios)
+    constant = constant_baseline(split_of(scenarios, "tune"))
+    if args.split != "both":
+        scenarios = split_of(scenarios, args.split)
     names = [n.strip() for n in args.analysers.split(",") if n.strip()]
     config = LlmAnalyserConfig(retries=args.retries, timeout_s=args.timeout, seed=args.seed)
     rows: dict[str, Any] = {}
-    constant = constant_baseline(split_of(scenarios, "tune"))
     for name in names:
         print(f"{name}:", flush=True)
         if name == "constant":
@@ -144,7 +151,7 @@ def main() -> int:
         elif name == "gguf":
             if args.gguf is None:
                 parser.error("the gguf row needs --gguf PATH")
-            engine_env = {"LLM_ENGINE": f'{{"type": "llamacpp", "model": "{args.gguf}"}}'}
+            engine_env = {"LLM_ENGINE__MODEL_PATH": str(args.gguf.resolve())}
             rows.update(served_rows(name, engine_env, scenarios, config))
         elif name == "openai":
             if not (args.openai_url and args.openai_model):

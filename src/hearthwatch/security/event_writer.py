@@ -1,8 +1,9 @@
-"""A closed window becomes an event: its evidence read from the store (with the arm mode and the
-events of the minutes before it), analysed, the citations checked, the risk rules applied, the
-snapshot (best frame, boxes drawn) and clip (the window's kept frames) written under the data
-directory, and the event stored with them, once per window (replacing its early alert, if it
-had one).
+"""A closed window becomes an event: its evidence read from the store (with the arm mode, the
+events of the minutes before it and its tracks' re-identification matches on other cameras),
+analysed, the citations checked, the risk rules applied, the snapshot (best frame, boxes drawn)
+and clip (the window's kept frames) written under the data directory, and the event stored with
+them, once per window (replacing its early alert, if it had one), then linked into the
+incidents of its matches (a failure there is logged: the event stands).
 
 An analyser that fails or cites detections it was not given is replaced, for that window, by
 the rule analyser, and the event says so (its ``analyser`` field, ``details.fallback_from`` and
