@@ -565,6 +565,7 @@ def main() -> None:
         "descriptors": results,
         "thresholds": chosen,
         "thresholds_match_appearance_py": matches,
+        "sanity": sanity(results, matches),
         "not_shown": [
             "three identities only: three different-person identity pairs; people in similar "
             "clothes (two dark coats) would score higher than any different-person pair here",
@@ -587,6 +588,36 @@ def main() -> None:
         ],
     }
     write_record(record, RESULTS, "reid_threshold_cpu")
+
+
+def sanity(results: dict[str, Any], matches: bool) -> dict[str, Any]:
+    """Checks that flag an impossible or unusable record."""
+    checks = [{"name": "the thresholds are appearance.DEFAULT_THRESHOLDS", "passed": matches,
+               "detail": ""}]  # fmt: skip
+    for descriptor, result in results.items():
+        for level in ("crop", "track"):
+            same = result["same_person"][level]
+            other = result["different_person"][level]
+            checks += [
+                {
+                    "name": f"{descriptor}/{level}: pairs of both kinds",
+                    "passed": same["n"] > 0 and other["n"] > 0,
+                    "detail": f"{same['n']} same, {other['n']} different",
+                },
+                {
+                    "name": f"{descriptor}/{level}: cosine similarities within -1..1",
+                    "passed": all(
+                        -1.0 <= d[q] <= 1.0 for d in (same, other) for q in ("p0", "p100")
+                    ),  # fmt: skip
+                    "detail": f"{min(same['p0'], other['p0'])}..{max(same['p100'], other['p100'])}",
+                },
+                {
+                    "name": f"{descriptor}/{level}: the same person scores above strangers",
+                    "passed": same["p50"] > other["p50"],
+                    "detail": f"medians {same['p50']} vs {other['p50']}",
+                },
+            ]
+    return {"checks": checks, "passed": all(c["passed"] for c in checks)}
 
 
 if __name__ == "__main__":

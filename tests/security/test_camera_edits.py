@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_doubles import moving_frame
 from prometheus_client import CollectorRegistry
-from test_pipeline_windows import SlowDetector, frame
+from test_pipeline_windows import SlowDetector
 
 from hearthwatch.config import Settings
 from hearthwatch.security import pipeline as pipeline_module
@@ -213,7 +214,7 @@ def test_a_stored_camera_that_did_not_start_can_be_deleted(tmp_path: Path) -> No
 
     async def create(pipeline: Pipeline, media: Path) -> None:
         (media / "garden").mkdir()
-        (media / "garden" / "a.jpg").write_bytes(frame(0))
+        (media / "garden" / "a.jpg").write_bytes(moving_frame(0))
         await pipeline.add_camera(folder_camera("garden", media / "garden"))
         ledger = tmp_path / "data" / "spool" / "garden" / LEDGER_NAME
         for _ in range(100):  # the file is taken: the camera has a ledger

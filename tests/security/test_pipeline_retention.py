@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_doubles import moving_frame
 from prometheus_client import CollectorRegistry
-from test_pipeline_windows import SlowDetector, frame
+from test_pipeline_windows import SlowDetector
 
 from hearthwatch.config import Settings
 from hearthwatch.security import pipeline as pipeline_module
@@ -43,7 +44,7 @@ def test_frames_are_recorded_while_retention_runs(
             await pipeline.add_camera({"id": "porch", "source": {"type": "push"}})
             assert await asyncio.to_thread(started.wait, 10), "retention never ran"
             for index in range(PUSHED):  # the gate calibrates on the first 11
-                await pipeline.push_frame("porch", frame(index), None)
+                await pipeline.push_frame("porch", moving_frame(index), None)
             recorded = 0
             for _ in range(200):
                 recorded = await asyncio.to_thread(pipeline.store.last_seq, "porch")
