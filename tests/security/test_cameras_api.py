@@ -712,8 +712,13 @@ def events(stack: Stack, api: Callable[..., httpx.Response]) -> list[dict[str, A
     """Every event of three walks (two on ``front``, an hour and 59 minutes ago; one on
     ``back`` between them) and a covered camera (``lens``), newest first."""
     footage = encoded_footage()
+    base = time.time() - 3600
+    # the cameras' clocks read noon at the walks, whatever the time of the run: the events'
+    # levels (which the level filters need to differ) do not depend on day or night
+    offset = 12 - time.gmtime(base).tm_hour
+    zone = f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}" if offset else "UTC"
     for camera_id in ("front", "back", "lens"):
-        create(api, push_camera(camera_id))
+        create(api, push_camera(camera_id, timezone=zone))
 
     def push(camera_id: str, data: bytes, captured_at: float | None = None) -> None:
         params = {} if captured_at is None else {"captured_at": captured_at}
@@ -733,7 +738,6 @@ def events(stack: Stack, api: Callable[..., httpx.Response]) -> list[dict[str, A
 
     lens = threading.Thread(target=cover_the_lens)
     lens.start()
-    base = time.time() - 3600
     walks = [
         ("front", base, footage),
         ("back", base + 30, footage),
